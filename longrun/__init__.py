@@ -1,0 +1,70 @@
+"""longrun: let an AWS Lambda handler run for as long as its job needs.
+
+>>> from longrun import longrun, current_run, S3Store
+>>> @longrun(checkpoint=S3Store("my-bucket", prefix="longrun/"))
+... def handler(event, context):
+...     run = current_run()
+...     for key in run.iterate(event["keys"]):
+...         run.state["done"] = run.state.get("done", 0) + 1
+...     return {"done": run.state.get("done", 0)}
+
+``import longrun`` does not import boto3: clients are created on first use.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .decorator import longrun
+from .errors import (
+    CheckpointConflict,
+    CheckpointCorrupt,
+    CheckpointFormatError,
+    CursorKeyMissing,
+    EnvelopeError,
+    HandoffFailed,
+    HopBudgetExhausted,
+    InvalidRunId,
+    LongrunConfigError,
+    LongrunError,
+    NoProgressError,
+    NotInRunError,
+    RecursionStopped,
+    RunNotFound,
+    RunTimeExceeded,
+    StateNotSerializable,
+    StoreError,
+)
+from .run import Run, current_run
+from .stores import CheckpointStore, FileStore, MemoryStore, S3Store
+
+try:
+    __version__ = version("longrun")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "CheckpointConflict",
+    "CheckpointCorrupt",
+    "CheckpointFormatError",
+    "CheckpointStore",
+    "CursorKeyMissing",
+    "EnvelopeError",
+    "FileStore",
+    "HandoffFailed",
+    "HopBudgetExhausted",
+    "InvalidRunId",
+    "LongrunConfigError",
+    "LongrunError",
+    "MemoryStore",
+    "NoProgressError",
+    "NotInRunError",
+    "RecursionStopped",
+    "Run",
+    "RunNotFound",
+    "RunTimeExceeded",
+    "S3Store",
+    "StateNotSerializable",
+    "StoreError",
+    "__version__",
+    "current_run",
+    "longrun",
+]

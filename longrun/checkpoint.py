@@ -1,0 +1,194 @@
+"""The checkpoint document and the continuation envelope: plain JSON, versioned, validated.
+
+Nothing here (or anywhere in longrun) unpickles or evaluates stored data: a checkpoint is data
+an attacker with write access to the bucket might have written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import (
+    CheckpointCorrupt,
+    CheckpointFormatError,
+    EnvelopeError,
+    InvalidRunId,
+    StateNotSerializable,
+)
+
+__all__ = [
+    "ENVELOPE_KEY",
+    "ENVELOPE_VERSION",
+    "FORMAT",
+    "STATUSES",
+    "Envelope",
+    "decode_document",
+    "encode_document",
+    "make_envelope",
+    "parse_envelope",
+    "validate_run_id",
+]
+
+FORMAT = 1
+ENVELOPE_KEY = "longrun"
+ENVELOPE_VERSION = 1
+STATUSES = ("running", "continued", "escalated", "completed", "failed", "cancelled")
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def validate_run_id(run_id: object, *, source: str = "run_id") -> str:
+    """Return ``run_id`` if it is safe to use in a key or path, else raise InvalidRunId."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise InvalidRunId(
+            f"{source}={run_id!r} is not a valid run id: use 1-128 characters from "
+            "[A-Za-z0-9._-], starting with a letter or digit."
+        )
+    return run_id
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The whole event of a continuation hop."""
+
+    run_id: str
+    hop: int
+
+
+def make_envelope(run_id: str, hop: int) -> dict[str, Any]:
+    """The event that starts hop ``hop`` of run ``run_id``; no user data, no store location."""
+    return {ENVELOPE_KEY: {"v": ENVELOPE_VERSION, "run_id": run_id, "hop": hop}}
+
+
+def parse_envelope(event: object) -> Envelope | None:
+    """``None`` for an ordinary event; an Envelope for a continuation; EnvelopeError otherwise."""
+    if not isinstance(event, dict) or ENVELOPE_KEY not in event:
+        return None
+    body = event[ENVELOPE_KEY]
+    shown = _short(event)
+    if len(event) != 1 or not isinstance(body, dict):
+        raise EnvelopeError(
+            f"event {shown} has a top-level {ENVELOPE_KEY!r} key but is not a longrun "
+            f'envelope ({{"{ENVELOPE_KEY}": {{"v": 1, "run_id": ..., "hop": N}}}} and nothing '
+            f"else). The {ENVELOPE_KEY!r} key is reserved: rename it in your event."
+        )
+    version = body.get("v")
+    if isinstance(version, int) and not isinstance(version, bool) and version > ENVELOPE_VERSION:
+        raise EnvelopeError(
+            f"envelope {shown} has version v={version}, newer than this longrun understands "
+            f"(v={ENVELOPE_VERSION}): deploy the same longrun version to every function of the run."
+        )
+    extra = set(body) - {"v", "run_id", "hop"}
+    hop = body.get("hop")
+    if (
+        version != ENVELOPE_VERSION
+        or extra
+        or not isinstance(hop, int)
+        or isinstance(hop, bool)
+        or hop < 0
+    ):
+        raise EnvelopeError(
+            f"malformed longrun envelope {shown}: expected exactly "
+            f'{{"v": {ENVELOPE_VERSION}, "run_id": "<id>", "hop": <int >= 0>}}'
+            + (f", unexpected keys {sorted(extra)}" if extra else "")
+            + ". It was not produced by longrun; do not hand-craft continuation events."
+        )
+    run_id = validate_run_id(body.get("run_id"), source="envelope run_id")
+    return Envelope(run_id=run_id, hop=hop)
+
+
+def _short(value: object, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _find_unserializable(value: Any, path: str) -> tuple[str, str] | None:
+    """The path and reason of the first value plain JSON cannot round-trip."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, f"the float {value!r} is not valid JSON")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return (
+                    f"{path}[{k!r}]",
+                    f"the key {k!r} is a {type(k).__name__}; JSON keys are strings and it "
+                    "would come back as a different key",
+                )
+            found = _find_unserializable(v, f"{path}[{k!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = _find_unserializable(v, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return (path, f"a {type(value).__qualname__} is not JSON-serialisable")
+
+
+def encode_document(document: Mapping[str, Any]) -> bytes:
+    """Serialise a checkpoint document; StateNotSerializable names the offending value."""
+    try:
+        return json.dumps(
+            document, separators=(",", ":"), allow_nan=False, ensure_ascii=False
+        ).encode("utf-8")
+    except (TypeError, ValueError):
+        found = None
+        for part in ("state", "cursors", "event", "result"):
+            if part in document:
+                found = _find_unserializable(document[part], "run." + part)
+                if found:
+                    break
+        where, why = found or ("the checkpoint", "it is not JSON-serialisable")
+        raise StateNotSerializable(
+            f"cannot checkpoint {where}: {why}. Keep run.state to dicts, lists, strings, "
+            "numbers, booleans and None (convert datetimes, sets, Decimals first). The last "
+            "good checkpoint is kept."
+        ) from None
+
+
+def decode_document(data: bytes, *, where: str) -> dict[str, Any]:
+    """Parse a stored checkpoint; CheckpointCorrupt / CheckpointFormatError name ``where``."""
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointCorrupt(
+            f"checkpoint {where} is not valid JSON ({exc}). Inspect or delete it; longrun will "
+            "not guess at its contents."
+        ) from None
+    if not isinstance(document, dict):
+        raise CheckpointCorrupt(f"checkpoint {where} is JSON but not an object; inspect it.")
+    fmt = document.get("format")
+    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT:
+        raise CheckpointFormatError(
+            f"checkpoint {where} has format {fmt}, newer than this longrun reads ({FORMAT}): "
+            "upgrade longrun in this function. The checkpoint is left untouched."
+        )
+    problems = []
+    if fmt != FORMAT:
+        problems.append(f"format={fmt!r}")
+    if document.get("status") not in STATUSES:
+        problems.append(f"status={document.get('status')!r}")
+    hop = document.get("hop")
+    if not isinstance(hop, int) or isinstance(hop, bool) or hop < 0:
+        problems.append(f"hop={hop!r}")
+    if not isinstance(document.get("state"), dict):
+        problems.append("state is not an object")
+    if not isinstance(document.get("cursors"), dict):
+        problems.append("cursors is not an object")
+    if not isinstance(document.get("seq"), int):
+        problems.append(f"seq={document.get('seq')!r}")
+    if problems:
+        raise CheckpointCorrupt(
+            f"checkpoint {where} is not a valid longrun checkpoint ({', '.join(problems)}). "
+            "Inspect or delete it; nothing was overwritten."
+        )
+    return document

@@ -1,0 +1,214 @@
+"""``@longrun``: one decorator on an existing ``(event, context)`` Lambda handler."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+import wrapt
+
+from . import _hooks
+from .config import Settings, resolve
+from .run import Cancelled, EndHop, Run, Superseded, _activate, _deactivate
+from .runtime import Invocation, Response
+from .stores.base import CheckpointStore
+from .timing import Timer
+
+__all__ = ["longrun"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _bind(event: Any, context: Any = None, *_args: Any, **_kwargs: Any) -> tuple[Any, Any]:
+    return event, context
+
+
+def _with_event(args: tuple[Any, ...], kwargs: dict[str, Any], event: Any) -> tuple[Any, ...]:
+    """The call's arguments with the original event in place of the envelope."""
+    if args:
+        return (event, *args[1:])
+    kwargs["event"] = event
+    return args
+
+
+@overload
+def longrun(wrapped: F) -> F: ...
+
+
+@overload
+def longrun(
+    wrapped: None = None,
+    *,
+    checkpoint: CheckpointStore | str | None = None,
+    max_hops: int | None = None,
+    margin_ms: int | None = None,
+    min_margin_ms: int | None = None,
+    checkpoint_every_s: float | None = None,
+    max_run_seconds: float | None = None,
+    run_id: Callable[[Any], str] | None = None,
+    lambda_client: Any = None,
+    disabled: bool | None = None,
+) -> Callable[[F], F]: ...
+
+
+def longrun(
+    wrapped: F | None = None,
+    *,
+    checkpoint: CheckpointStore | str | None = None,
+    max_hops: int | None = None,
+    margin_ms: int | None = None,
+    min_margin_ms: int | None = None,
+    checkpoint_every_s: float | None = None,
+    max_run_seconds: float | None = None,
+    run_id: Callable[[Any], str] | None = None,
+    lambda_client: Any = None,
+    disabled: bool | None = None,
+) -> F | Callable[[F], F]:
+    """Make a Lambda handler run for as long as its job needs.
+
+    The handler keeps its ``(event, context)`` signature (sync or ``async def``, function or
+    method) and uses :func:`~longrun.current_run` for its state and loops. When time runs
+    short the run is checkpointed to ``checkpoint`` and continued in a new asynchronous
+    invocation of the same function (same alias or version).
+
+    Every argument left as ``None`` comes from its ``LONGRUN_*`` environment variable, then
+    from the default (see ``docs/configuration.md``):
+
+    * ``checkpoint``: ``S3Store(...)``, ``FileStore(...)`` or a URI (``s3://b/p/``,
+      ``file:///mnt/efs/x``); env ``LONGRUN_CHECKPOINT_URI``.
+    * ``max_hops``: re-invocations allowed after the first (default 10).
+    * ``margin_ms``: a fixed margin; default adaptive, never below ``min_margin_ms`` (2000).
+    * ``checkpoint_every_s``: periodic checkpoint inside ``run.iterate`` (default 60).
+    * ``max_run_seconds``: wall-time limit of the whole run (default 86400).
+    * ``run_id``: a function of the event giving the run's id, so a repeated start of the
+      same job returns the existing run's status; default: the first invocation's
+      ``aws_request_id`` (stable across Lambda's retries).
+    * ``lambda_client``: a boto3 Lambda client for the self re-invocation (default: created
+      on first use).
+    * ``disabled``: run the handler with no checkpoints and no hops (``LONGRUN_DISABLED``).
+    """
+    explicit: dict[str, Any] = {
+        "checkpoint": checkpoint,
+        "max_hops": max_hops,
+        "margin_ms": margin_ms,
+        "min_margin_ms": min_margin_ms,
+        "checkpoint_every_s": checkpoint_every_s,
+        "max_run_seconds": max_run_seconds,
+        "disabled": disabled,
+    }
+    if wrapped is None:
+        return functools.partial(  # type: ignore[return-value]
+            longrun,
+            run_id=run_id,
+            lambda_client=lambda_client,
+            **explicit,
+        )
+    if run_id is not None and not callable(run_id):
+        from .errors import LongrunConfigError
+
+        raise LongrunConfigError(
+            f"run_id={run_id!r} must be a function of the event returning the run's id, "
+            "e.g. run_id=lambda event: event['job_id']."
+        )
+    # Validate now, so a malformed LONGRUN_* value fails at import, not in the middle of a run.
+    resolve(explicit, _hooks.active().settings_overrides())
+
+    def settings() -> Settings:
+        return resolve(explicit, _hooks.active().settings_overrides())
+
+    def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Invocation | Run, Any]:
+        event, context = _bind(*args, **kwargs)
+        resolved = settings()
+        if resolved.disabled:
+            return _detached_run(event, resolved), None
+        invocation = Invocation(
+            resolved, event, context, run_id_fn=run_id, lambda_client=lambda_client
+        )
+        try:
+            return invocation, invocation.begin()
+        except (Superseded, Cancelled) as signal:
+            return invocation, invocation.stopped(signal)
+
+    if inspect.iscoroutinefunction(wrapped):
+
+        @wrapt.decorator
+        async def async_wrapper(
+            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
+            handle, early = start(args, kwargs)
+            if early is not None:
+                return early
+            run = handle if isinstance(handle, Run) else handle.run
+            assert run is not None
+            token = _activate(run)
+            try:
+                result = await wrapped(*_with_event(args, kwargs, run.event), **kwargs)
+            except BaseException as exc:
+                return _ended(handle, exc)
+            finally:
+                _deactivate(token)
+            return _returned(handle, result)
+
+        return async_wrapper(wrapped)  # type: ignore[no-any-return]
+
+    @wrapt.decorator
+    def sync_wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        handle, early = start(args, kwargs)
+        if early is not None:
+            return early
+        run = handle if isinstance(handle, Run) else handle.run
+        assert run is not None
+        token = _activate(run)
+        try:
+            result = wrapped(*_with_event(args, kwargs, run.event), **kwargs)
+        except BaseException as exc:
+            return _ended(handle, exc)
+        finally:
+            _deactivate(token)
+        return _returned(handle, result)
+
+    return sync_wrapper(wrapped)  # type: ignore[no-any-return]
+
+
+def _ended(handle: Invocation | Run, exc: BaseException) -> Response:
+    """The handler raised: a hop control signal becomes a response; anything else re-raises."""
+    if isinstance(handle, Run):
+        if isinstance(exc, EndHop):
+            return {"longrun": {"run_id": handle.id, "status": "stopped", "hop": 0, "disabled": True}}
+        raise exc
+    try:
+        if isinstance(exc, EndHop):
+            return handle.ended_hop(exc)
+        if isinstance(exc, (Superseded, Cancelled)):
+            return handle.stopped(exc)
+    except (Superseded, Cancelled) as signal:
+        return handle.stopped(signal)
+    if isinstance(exc, Exception):
+        handle.raised(exc)
+    raise exc
+
+
+def _returned(handle: Invocation | Run, result: Any) -> Any:
+    return result if isinstance(handle, Run) else handle.returned(result)
+
+
+def _detached_run(event: Any, settings: Settings) -> Run:
+    """``LONGRUN_DISABLED``: a run with no store, no deadline and no hops."""
+    timer = Timer(None, _hooks.active().mono, fixed_margin_ms=0, min_margin_ms=0)
+    return Run(
+        run_id=f"disabled-{uuid.uuid4()}",
+        hop=0,
+        event=event,
+        state={},
+        cursors={},
+        timer=timer,
+        invocation=None,
+        checkpoint_every_s=settings.checkpoint_every_s,
+        run_deadline_mono=None,
+        where="local",
+    )

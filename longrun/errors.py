@@ -1,0 +1,102 @@
+"""Every error longrun raises derives from :class:`LongrunError`.
+
+Each message says what happened, names the value at fault and says what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointConflict",
+    "CheckpointCorrupt",
+    "CheckpointFormatError",
+    "CursorKeyMissing",
+    "EnvelopeError",
+    "HandoffFailed",
+    "HopBudgetExhausted",
+    "InvalidRunId",
+    "LongrunConfigError",
+    "LongrunError",
+    "NoProgressError",
+    "NotInRunError",
+    "RecursionStopped",
+    "RunNotFound",
+    "RunTimeExceeded",
+    "StateNotSerializable",
+    "StoreError",
+]
+
+
+class LongrunError(Exception):
+    """Root of every error raised by longrun."""
+
+
+class LongrunConfigError(LongrunError, ValueError):
+    """A setting (argument or ``LONGRUN_*`` variable) has a value longrun cannot use."""
+
+
+class NotInRunError(LongrunError, RuntimeError):
+    """``current_run()`` was called outside a handler decorated with ``@longrun``."""
+
+
+class EnvelopeError(LongrunError, ValueError):
+    """An event carries a ``"longrun"`` key but is not a valid continuation envelope."""
+
+
+class InvalidRunId(LongrunError, ValueError):
+    """A run id is empty, too long or holds characters outside ``[A-Za-z0-9._-]``."""
+
+
+class RunNotFound(LongrunError, LookupError):
+    """A continuation envelope names a run the checkpoint store does not hold."""
+
+
+class StoreError(LongrunError):
+    """The checkpoint store failed to read or write (not a lost race: see CheckpointConflict)."""
+
+
+class CheckpointConflict(StoreError):
+    """A conditional write lost: another invocation wrote the checkpoint since it was read."""
+
+
+class CheckpointCorrupt(StoreError):
+    """A stored checkpoint is not a valid longrun checkpoint document."""
+
+
+class CheckpointFormatError(CheckpointCorrupt):
+    """A stored checkpoint was written by a newer longrun (higher ``format``)."""
+
+
+class StateNotSerializable(LongrunError, TypeError):
+    """``run.state`` (or an iterate key) holds a value that cannot be saved as plain JSON."""
+
+
+class CursorKeyMissing(LongrunError, LookupError):
+    """A keyed ``run.iterate`` could not find the key of the last finished item on resume."""
+
+
+class HopBudgetExhausted(LongrunError):
+    """The run used ``max_hops`` Lambda re-invocations and no escalation is configured."""
+
+
+class NoProgressError(LongrunError):
+    """A hop ended without finishing any item or changing state: re-invoking would loop."""
+
+
+class RecursionStopped(LongrunError):
+    """AWS recursive-loop detection refused the self re-invocation."""
+
+
+class RunTimeExceeded(LongrunError):
+    """The run has been going for longer than ``max_run_seconds``."""
+
+
+class HandoffFailed(LongrunError):
+    """The checkpoint was saved but the next hop could not be started."""
+
+
+# Errors that end a run for good: a re-delivery of the failed hop re-raises them
+# without running user code, instead of spending another hop.
+TERMINAL_ERRORS: dict[str, type[LongrunError]] = {
+    cls.__name__: cls
+    for cls in (HopBudgetExhausted, NoProgressError, RecursionStopped, RunTimeExceeded)
+}

@@ -1,0 +1,457 @@
+"""The run handle a decorated handler works with: ``current_run()``.
+
+``run.iterate`` is the hot path: a few attribute operations and one monotonic clock read per
+item. The context (the authority on the deadline) is consulted at the first item and then at
+most every ``CHECK_INTERVAL_S`` of monotonic time, or after any item that took longer.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
+
+from .errors import CursorKeyMissing, LongrunError, NotInRunError
+from .timing import Timer
+
+if TYPE_CHECKING:
+    from .runtime import Invocation
+
+__all__ = ["CHECK_INTERVAL_S", "EndHop", "Run", "current_run"]
+
+T = TypeVar("T")
+
+CHECK_INTERVAL_S = 0.005
+"""Longest stretch of fast items between two looks at the context's remaining time."""
+
+_current: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
+    "longrun_current_run", default=None
+)
+
+
+def current_run() -> Run:
+    """The run of the ``@longrun`` handler executing now (also inside helpers it calls)."""
+    run = _current.get()
+    if run is None:
+        raise NotInRunError(
+            "current_run() was called outside a @longrun-decorated handler. Call it from the "
+            "handler (or code it calls in the same thread/task); in tests, invoke the handler "
+            "through the longrun_sim fixture."
+        )
+    return run
+
+
+class _Control(BaseException):
+    """Stops user code at once. A BaseException so that ``except Exception`` does not eat it."""
+
+
+class EndHop(_Control):
+    """Raised by ``run.end_hop()`` and by ``run.iterate`` when time is short."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Superseded(_Control):
+    """This hop's checkpoint write lost its condition: another invocation owns the run."""
+
+
+class Cancelled(_Control):
+    """The run was cancelled while this hop was running."""
+
+
+class _Loop:
+    __slots__ = ("children", "done", "has_last", "key", "key_fn", "last", "path", "pos", "start")
+
+    def __init__(self, path: str, pos: int, key: Any, key_fn: Callable[[Any], Any] | None) -> None:
+        self.path = path
+        self.pos = pos
+        self.start = pos
+        self.key = key
+        self.key_fn = key_fn
+        self.last: Any = None
+        self.has_last = False
+        self.done = False
+        self.children = 0
+
+    def cursor(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"pos": self.pos, "done": self.done}
+        if self.key_fn is not None:
+            entry["key"] = self.key_fn(self.last) if self.has_last else self.key
+        return entry
+
+
+class Run:
+    """One run of a long job, as seen from inside one hop.
+
+    Attributes: ``id``, ``hop`` (0 for the first invocation), ``event`` (the original event,
+    on every hop), ``state`` (a JSON-serialisable dict, saved at every checkpoint).
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        hop: int,
+        event: Any,
+        state: dict[str, Any],
+        cursors: dict[str, dict[str, Any]],
+        timer: Timer,
+        invocation: Invocation | None,
+        checkpoint_every_s: float,
+        run_deadline_mono: float | None,
+        where: str,
+    ) -> None:
+        self.id = run_id
+        self.hop = hop
+        self.event = event
+        self.state = state
+        self.where = where
+        self._cursors = cursors
+        self._timer = timer
+        self._invocation = invocation
+        self._every = checkpoint_every_s
+        self._run_deadline = run_deadline_mono
+        self._stack: list[_Loop] = []
+        self._root_children = 0
+        self._items_closed = 0
+        now = timer.mono()
+        self._last_write = now
+        self._tick = now
+        self._state_at_start = _dumps(state)
+        self.final_cursors: dict[str, dict[str, Any]] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} hop={self.hop} where={self.where}>"
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def remaining_ms(self) -> int:
+        """Milliseconds before this hop is killed, from the Lambda context."""
+        return self._timer.remaining_ms()
+
+    def margin_ms(self) -> int:
+        """The margin in force: the hop yields when less than this remains."""
+        return self._timer.margin_ms()
+
+    def should_yield(self) -> bool:
+        """True when this hop should stop starting new work and call ``end_hop()``.
+
+        Outside ``run.iterate`` loops, the time between two calls is measured as one step,
+        so a manual loop that asks once per step gets an adaptive margin too.
+        """
+        now = self._timer.mono()
+        if not self._stack:
+            self._timer.note_item(now - self._tick)
+            self._tick = now
+        return self._timer.should_yield() or self._past_run_deadline(now)
+
+    def end_hop(self, reason: str = "requested") -> NoReturn:
+        """End this hop now: checkpoint, then continue the run in a new invocation."""
+        self._freeze_cursors()
+        raise EndHop(reason)
+
+    def _past_run_deadline(self, now: float) -> bool:
+        return self._run_deadline is not None and now >= self._run_deadline
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Save ``state`` and every loop's position now (a fenced write)."""
+        if self._invocation is not None:
+            self._invocation.save_progress()
+        self._last_write = self._timer.mono()
+
+    def cursors(self) -> dict[str, dict[str, Any]]:
+        """Every loop's position as it would be saved now."""
+        if self.final_cursors is not None:
+            return self.final_cursors
+        snapshot = dict(self._cursors)
+        for loop in self._stack:
+            snapshot[loop.path] = loop.cursor()
+        return snapshot
+
+    def _freeze_cursors(self) -> None:
+        self.final_cursors = None
+        self.final_cursors = self.cursors()
+
+    def items_done(self) -> int:
+        """Items finished by ``run.iterate`` loops in this hop."""
+        return self._items_closed + sum(loop.pos - loop.start for loop in self._stack)
+
+    def state_changed(self) -> bool:
+        """Whether ``state`` differs from what this hop started with."""
+        try:
+            return _dumps(self.state) != self._state_at_start
+        except (TypeError, ValueError):
+            return True
+
+    def last_key(self, name: str) -> Any:
+        """The key of the last finished item of the keyed loop ``name`` (``None`` if none).
+
+        Use it to start a listing after that item (S3 ``StartAfter=``) and pass
+        ``ordered=True`` to ``iterate`` so nothing is looked for before it.
+        """
+        saved = self._cursors.get(self._path_for(name))
+        return None if saved is None else saved.get("key")
+
+    # -- loops ----------------------------------------------------------------------------------
+
+    def _path_for(self, name: str) -> str:
+        parent = self._stack[-1] if self._stack else None
+        return name if parent is None else f"{parent.path}/{name}"
+
+    def _open_loop(self, name: str | None, key: Callable[[Any], Any] | None) -> tuple[_Loop, dict[str, Any]]:
+        parent = self._stack[-1] if self._stack else None
+        if parent is None:
+            ordinal = self._root_children
+            self._root_children += 1
+        else:
+            ordinal = parent.children
+            parent.children += 1
+        if name is None:
+            name = f"#{ordinal}"
+        elif not isinstance(name, str) or not name or "/" in name or name.startswith("#"):
+            raise LongrunError(
+                f"run.iterate(name={name!r}): a loop name must be a non-empty string without "
+                "'/' and not starting with '#'."
+            )
+        path = name if parent is None else f"{parent.path}/{name}"
+        if any(loop.path == path for loop in self._stack):
+            raise LongrunError(
+                f"run.iterate(name={name!r}) is already running in this scope; give each "
+                "nested loop its own name."
+            )
+        saved = self._cursors.get(path) or {}
+        pos = saved.get("pos", 0)
+        loop = _Loop(path, pos if isinstance(pos, int) else 0, saved.get("key"), key)
+        loop.done = bool(saved.get("done"))
+        return loop, saved
+
+    def _close_loop(self, loop: _Loop) -> None:
+        if self._stack and self._stack[-1] is loop:
+            self._stack.pop()
+        elif loop in self._stack:
+            self._stack.remove(loop)
+        self._items_closed += loop.pos - loop.start
+        self._cursors[loop.path] = loop.cursor()
+        if loop.done:
+            self._drop_children(loop)
+
+    def _drop_children(self, loop: _Loop) -> None:
+        prefix = loop.path + "/"
+        for path in [p for p in self._cursors if p.startswith(prefix)]:
+            del self._cursors[path]
+        loop.children = 0
+
+    def _skip(self, loop: _Loop, saved: dict[str, Any], iterable: Iterable[T]) -> Iterator[T]:
+        """An iterator positioned after the items earlier hops finished."""
+        iterator = iter(iterable)
+        if loop.pos == 0 and "key" not in saved:
+            return iterator
+        if loop.key_fn is not None and saved.get("key") is not None:
+            return self._skip_to_key(loop, iterator, saved["key"], saved.get("ordered", False))
+        if type(iterator).__name__ in _SEEKABLE:
+            iterator.__setstate__(loop.pos)  # type: ignore[attr-defined]
+            return iterator
+        for _ in range(loop.pos):
+            if next(iterator, _MISSING) is _MISSING:
+                break
+        return iterator
+
+    def _skip_to_key(self, loop: _Loop, iterator: Iterator[T], saved_key: Any, ordered: bool) -> Iterator[T]:
+        key_fn = loop.key_fn
+        assert key_fn is not None
+        for item in iterator:
+            key = key_fn(item)
+            if ordered:
+                if key > saved_key:
+                    return _chain_one(item, iterator)
+            elif key == saved_key:
+                return iterator
+        if ordered:
+            return iter(())
+        raise self._key_missing(loop, saved_key)
+
+    @staticmethod
+    def _key_missing(loop: _Loop, saved_key: Any) -> CursorKeyMissing:
+        return CursorKeyMissing(
+            f"run.iterate loop {loop.path!r}: the last finished item had key {saved_key!r}, "
+            "which is no longer in the iterable, so longrun cannot tell where to resume. Keep "
+            "finished items in the listing, or pass ordered=True if keys come sorted (then "
+            "resuming skips every key <= the saved one)."
+        )
+
+    @overload
+    def iterate(
+        self,
+        iterable: Iterable[T],
+        *,
+        name: str | None = None,
+        key: Callable[[T], Any] | None = None,
+        ordered: bool = False,
+    ) -> Iterator[T]: ...
+
+    @overload
+    def iterate(
+        self,
+        iterable: AsyncIterable[T],
+        *,
+        name: str | None = None,
+        key: Callable[[T], Any] | None = None,
+        ordered: bool = False,
+    ) -> AsyncIterator[T]: ...
+
+    def iterate(
+        self,
+        iterable: Iterable[T] | AsyncIterable[T],
+        *,
+        name: str | None = None,
+        key: Callable[[T], Any] | None = None,
+        ordered: bool = False,
+    ) -> Iterator[T] | AsyncIterator[T]:
+        """Yield the items of ``iterable`` that earlier hops did not finish.
+
+        An item is finished when the loop body asks for the next one. Between items this
+        checkpoints every ``checkpoint_every_s`` and ends the hop when time is short.
+
+        * Position-based by default: the iterable must yield the same sequence on every hop.
+        * ``key=fn``: records ``fn(item)`` of the last finished item and resumes after the
+          item with that key (``CursorKeyMissing`` if it is gone). With ``ordered=True`` keys
+          ascend, every item with a key <= the saved one is skipped, and a listing may start
+          after ``run.last_key(name)`` (S3 ``StartAfter``).
+        * ``name``: the loop's identity within its enclosing loop item (default: the order of
+          ``iterate`` calls). Give names when the order of loops can differ between hops.
+        """
+        if key is not None and not callable(key):
+            raise LongrunError(f"run.iterate(key={key!r}): key must be a function of an item.")
+        loop, saved = self._open_loop(name, key)
+        if ordered and key is None:
+            raise LongrunError("run.iterate(ordered=True) needs key=: order is judged on keys.")
+        if ordered:
+            saved = {**saved, "ordered": True}
+        if hasattr(iterable, "__aiter__") and not hasattr(iterable, "__iter__"):
+            return self._aloop(loop, saved, iterable)  # type: ignore[arg-type]
+        return self._loop(loop, saved, iterable)  # type: ignore[arg-type]
+
+    def _between(self, loop: _Loop, now: float) -> None:
+        """The bookkeeping between two items: yield if time is short, checkpoint if due."""
+        timer = self._timer
+        if timer.remaining_ms() < timer.margin_ms():
+            self.end_hop("time")
+        if self._past_run_deadline(now):
+            self.end_hop("max_run_seconds")
+        if now - self._last_write >= self._every:
+            self.checkpoint()
+
+    def _loop(self, loop: _Loop, saved: dict[str, Any], iterable: Iterable[T]) -> Iterator[T]:
+        self._stack.append(loop)
+        try:
+            if loop.done:
+                return
+            iterator = self._skip(loop, saved, iterable)
+            timer = self._timer
+            mono = timer.mono
+            now = mono()
+            self._between(loop, now)
+            next_check = now + CHECK_INTERVAL_S
+            prev = now
+            for item in iterator:
+                yield item
+                loop.pos += 1
+                loop.last = item
+                loop.has_last = True
+                if loop.children:
+                    self._drop_children(loop)
+                now = mono()
+                if now - prev > timer.longest_item_s:
+                    timer.longest_item_s = now - prev
+                prev = now
+                if now >= next_check:
+                    self._between(loop, now)
+                    next_check = now + CHECK_INTERVAL_S
+            loop.done = True
+        finally:
+            self._close_loop(loop)
+
+    async def _aloop(
+        self, loop: _Loop, saved: dict[str, Any], iterable: AsyncIterable[T]
+    ) -> AsyncIterator[T]:
+        self._stack.append(loop)
+        try:
+            if loop.done:
+                return
+            iterator = iterable.__aiter__()
+            pending: list[T] = []
+            if loop.key_fn is not None and saved.get("key") is not None:
+                await self._askip_to_key(loop, iterator, saved, pending)
+            else:
+                for _ in range(loop.pos):
+                    try:
+                        await iterator.__anext__()
+                    except StopAsyncIteration:
+                        break
+            timer = self._timer
+            prev = timer.mono()
+            self._between(loop, prev)
+            while True:
+                if pending:
+                    item = pending.pop()
+                else:
+                    try:
+                        item = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        break
+                yield item
+                loop.pos += 1
+                loop.last = item
+                loop.has_last = True
+                if loop.children:
+                    self._drop_children(loop)
+                now = timer.mono()
+                timer.note_item(now - prev)
+                prev = now
+                self._between(loop, now)
+            loop.done = True
+        finally:
+            self._close_loop(loop)
+
+    async def _askip_to_key(
+        self, loop: _Loop, iterator: AsyncIterator[T], saved: dict[str, Any], pending: list[T]
+    ) -> None:
+        """Advance ``iterator`` past the saved key; an ordered skip leaves one item pending."""
+        key_fn = loop.key_fn
+        assert key_fn is not None
+        saved_key, ordered = saved["key"], saved.get("ordered", False)
+        async for item in iterator:
+            key = key_fn(item)
+            if ordered and key > saved_key:
+                pending.append(item)
+                return
+            if not ordered and key == saved_key:
+                return
+        if not ordered:
+            raise self._key_missing(loop, saved_key)
+
+
+_SEEKABLE = frozenset({"list_iterator", "tuple_iterator", "range_iterator", "str_ascii_iterator"})
+_MISSING = object()
+
+
+def _chain_one(first: T, rest: Iterator[T]) -> Iterator[T]:
+    yield first
+    yield from rest
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _activate(run: Run | None) -> contextvars.Token[Run | None]:
+    return _current.set(run)
+
+
+def _deactivate(token: contextvars.Token[Run | None]) -> None:
+    _current.reset(token)

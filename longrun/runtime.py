@@ -1,0 +1,506 @@
+"""One invocation of a decorated handler: claim the run, run user code, decide what is next.
+
+The decorator drives an :class:`Invocation` through ``begin()`` (claim; may answer at once,
+e.g. for a duplicate delivery) and then exactly one of ``ended_hop()``, ``returned()`` or
+``raised()``. The protocol (envelope, checkpoint document, fencing, leases) is described in
+``docs/concepts.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from . import _hooks
+from .checkpoint import FORMAT, Envelope, make_envelope, parse_envelope, validate_run_id
+from .config import Settings
+from .errors import (
+    TERMINAL_ERRORS,
+    CheckpointConflict,
+    EnvelopeError,
+    HandoffFailed,
+    HopBudgetExhausted,
+    LongrunError,
+    NoProgressError,
+    RecursionStopped,
+    RunNotFound,
+    RunTimeExceeded,
+)
+from .run import Cancelled, EndHop, Run, Superseded
+from .stores.base import CheckpointStore, Loaded
+from .timing import NO_DEADLINE_MS, Timer
+
+__all__ = ["Invocation", "Response"]
+
+log = logging.getLogger("longrun")
+
+Response = dict[str, Any]
+
+# The hand-off cost measured in this process; async self-invocations often land on a warm
+# instance of the same function, so the next hop starts with a measured value.
+_process_handoff_s: list[float] = []
+
+
+def _status_response(run_id: str, status: str, hop: int, **extra: Any) -> Response:
+    body: dict[str, Any] = {"run_id": run_id, "status": status, "hop": hop}
+    body.update(extra)
+    return {"longrun": body}
+
+
+class Invocation:
+    """The life of one invocation of a ``@longrun`` handler."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        event: Any,
+        context: Any,
+        *,
+        run_id_fn: Callable[[Any], str] | None = None,
+        lambda_client: Any = None,
+    ) -> None:
+        assert settings.store is not None
+        self.settings = settings
+        self.store: CheckpointStore = settings.store
+        self.event = event
+        self.context = context
+        self.run_id_fn = run_id_fn
+        self.lambda_client = lambda_client
+        self.hooks = _hooks.active()
+        self.request_id = str(getattr(context, "aws_request_id", "") or uuid.uuid4())
+        self.function = getattr(context, "invoked_function_arn", None)
+        self.where = str(getattr(context, "longrun_where", "") or ("lambda" if context else "local"))
+        self.run: Run | None = None
+        self._last: Loaded | None = None
+        self._hop_index = -1
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    def begin(self) -> Response | None:
+        """Claim the run. ``None``: run the handler with ``self.run``; else answer this."""
+        envelope = parse_envelope(self.event)
+        if envelope is None:
+            return self._begin_new()
+        return self._begin_hop(envelope)
+
+    def _write(self, what: str, document: dict[str, Any], *, create: bool = False) -> Loaded:
+        hooks = self.hooks
+        hooks.before_write(document["run_id"], what)
+        start = hooks.mono()
+        if create:
+            loaded = self.store.create(document)
+        else:
+            assert self._last is not None
+            loaded = self.store.replace(document, self._last.token)
+        if self.run is not None:
+            self.run._timer.note_write(hooks.mono() - start)
+        self._last = loaded
+        hooks.after_write(document["run_id"], what, document)
+        return loaded
+
+    def _begin_new(self) -> Response | None:
+        if self.run_id_fn is not None:
+            try:
+                raw = self.run_id_fn(self.event)
+            except Exception as exc:
+                raise LongrunError(
+                    f"the run_id function {self.run_id_fn!r} failed on this event: {exc!r}"
+                ) from exc
+            run_id = validate_run_id(raw, source="run_id(event)")
+        else:
+            run_id = validate_run_id(self.request_id, source="context.aws_request_id")
+        now = self.hooks.wall_ms()
+        document: dict[str, Any] = {
+            "format": FORMAT,
+            "seq": 0,
+            "run_id": run_id,
+            "status": "running",
+            "hop": 0,
+            "origin_request_id": self.request_id,
+            "created_ms": now,
+            "updated_ms": now,
+            "claim": self._claim(now),
+            "event": self.event,
+            "state": {},
+            "cursors": {},
+            "timing": {},
+            "hops": [self._hop_entry(0, 1, now)],
+            "result": None,
+            "error": None,
+            "next": None,
+        }
+        try:
+            self._write("claim", document, create=True)
+        except CheckpointConflict:
+            loaded = self.store.load(run_id)
+            if loaded is None:  # deleted in between: a rare race, let Lambda retry
+                raise
+            self._last = loaded
+            if loaded.document.get("origin_request_id") == self.request_id:
+                return self._claim_existing(0)
+            doc = loaded.document
+            extra = {"result": doc.get("result")} if doc["status"] == "completed" else {}
+            log.info("run %s already exists (status %s): not started again", run_id, doc["status"])
+            return _status_response(run_id, doc["status"], doc["hop"], existing=True, **extra)
+        self._hop_index = 0
+        self._start_run(document)
+        return None
+
+    def _begin_hop(self, envelope: Envelope) -> Response | None:
+        loaded = self.store.load(envelope.run_id)
+        if loaded is None:
+            raise RunNotFound(
+                f"envelope names run {envelope.run_id!r}, but {self.store.describe()} holds no "
+                "checkpoint for it. Was it deleted, or does this function use another store "
+                "than the one that started the run?"
+            )
+        self._last = loaded
+        return self._claim_existing(envelope.hop)
+
+    def _claim(self, now: int) -> dict[str, Any]:
+        remaining = self._timer_probe()
+        deadline = None if remaining >= NO_DEADLINE_MS else now + remaining
+        return {"request_id": self.request_id, "deadline_ms": deadline, "where": self.where}
+
+    def _timer_probe(self) -> int:
+        getter = getattr(self.context, "get_remaining_time_in_millis", None)
+        if not callable(getter):
+            return NO_DEADLINE_MS
+        value = getter()
+        return NO_DEADLINE_MS if value is None else int(value)
+
+    def _hop_entry(self, hop: int, attempt: int, now: int) -> dict[str, Any]:
+        return {
+            "hop": hop,
+            "attempt": attempt,
+            "where": self.where,
+            "request_id": self.request_id,
+            "started_ms": now,
+            "ended_ms": None,
+            "outcome": None,
+            "items": 0,
+        }
+
+    def _duplicate(self, hop: int, reason: str) -> Response:
+        assert self._last is not None
+        log.info("run %s hop %d: not run (%s)", self._last.document["run_id"], hop, reason)
+        return _status_response(self._last.document["run_id"], "duplicate", hop, reason=reason)
+
+    def _claim_existing(self, hop: int) -> Response | None:
+        assert self._last is not None
+        doc = self._last.document
+        run_id, status, current = doc["run_id"], doc["status"], doc["hop"]
+        now = self.hooks.wall_ms()
+        if status == "cancelled":
+            return _status_response(run_id, "cancelled", hop)
+        if hop < current:
+            return self._duplicate(hop, f"stale: the run is at hop {current}")
+        if hop > current + 1:
+            raise EnvelopeError(
+                f"envelope for run {run_id!r} names hop {hop}, but its checkpoint is at hop "
+                f"{current}: this event was not produced by this run's previous hop."
+            )
+        last_hop = (doc.get("hops") or [{}])[-1]
+        retry = last_hop.get("request_id") == self.request_id
+        if hop == current + 1:
+            if status != "continued":
+                return self._duplicate(hop, f"hop {current} is {status}, not handed off")
+        elif status == "running":
+            claim = doc.get("claim") or {}
+            deadline = claim.get("deadline_ms")
+            if deadline is None or now < deadline:
+                return self._duplicate(
+                    hop, f"hop {hop} is running under request {claim.get('request_id')}"
+                )
+            log.warning(
+                "run %s hop %d: taking over from request %s, whose deadline passed",
+                run_id, hop, claim.get("request_id"),
+            )
+        elif status == "continued" and retry:
+            return self._resend(hop)
+        elif status == "failed" and retry:
+            error = doc.get("error") or {}
+            terminal = TERMINAL_ERRORS.get(str(error.get("type")))
+            if error.get("terminal") and terminal is not None:
+                raise terminal(str(error.get("message")))
+            log.warning("run %s hop %d: Lambda retry of a failed hop, resuming", run_id, hop)
+        else:
+            return self._duplicate(hop, f"hop {hop} is {status}")
+
+        attempt = 1 + sum(1 for h in doc.get("hops", ()) if h.get("hop") == hop)
+        doc = dict(doc)
+        doc.update(
+            status="running",
+            hop=hop,
+            claim=self._claim(now),
+            error=None,
+            next=None,
+            updated_ms=now,
+            hops=[*doc.get("hops", ()), self._hop_entry(hop, attempt, now)],
+        )
+        try:
+            self._write("claim", doc)
+        except CheckpointConflict:
+            return self._duplicate(hop, "another invocation claimed it first")
+        self._hop_index = len(doc["hops"]) - 1
+        self._start_run(doc)
+        return None
+
+    def _start_run(self, doc: dict[str, Any]) -> None:
+        settings = self.settings
+        timer = Timer(
+            self.context,
+            self.hooks.mono,
+            fixed_margin_ms=settings.margin_ms,
+            min_margin_ms=settings.min_margin_ms,
+            carried=doc.get("timing"),
+        )
+        if _process_handoff_s:
+            timer.note_handoff(_process_handoff_s[-1])
+        run_deadline = None
+        if settings.max_run_seconds is not None:
+            elapsed_s = (self.hooks.wall_ms() - doc["created_ms"]) / 1000.0
+            run_deadline = timer.mono() + settings.max_run_seconds - elapsed_s
+        self.run = Run(
+            run_id=doc["run_id"],
+            hop=doc["hop"],
+            event=doc["event"],
+            state=doc["state"],
+            cursors=doc["cursors"],
+            timer=timer,
+            invocation=self,
+            checkpoint_every_s=settings.checkpoint_every_s,
+            run_deadline_mono=run_deadline,
+            where=self.where,
+        )
+        self.hooks.on_run(self.run)
+        log.info("run %s hop %d: started (%s)", doc["run_id"], doc["hop"], self.where)
+        if run_deadline is not None and timer.mono() >= run_deadline:
+            self._fail(RunTimeExceeded(self._run_time_message()))
+
+    # -- writing progress -------------------------------------------------------------------
+
+    def _document(self, status: str, *, outcome: str | None, **fields: Any) -> dict[str, Any]:
+        """The next document: the last one written, with this hop's live progress."""
+        assert self._last is not None and self.run is not None
+        run = self.run
+        now = self.hooks.wall_ms()
+        doc = dict(self._last.document)
+        hops = list(doc["hops"])
+        entry = dict(hops[self._hop_index])
+        entry["items"] = run.items_done()
+        if outcome is not None:
+            entry["ended_ms"] = now
+            entry["outcome"] = outcome
+        hops[self._hop_index] = entry
+        doc.update(
+            status=status,
+            updated_ms=now,
+            state=run.state,
+            cursors=run.cursors(),
+            timing=run._timer.carry(),
+            hops=hops,
+        )
+        doc.update(fields)
+        return doc
+
+    def _write_own(self, what: str, document: dict[str, Any]) -> None:
+        """A write by the claim holder: a lost condition means cancelled or superseded."""
+        try:
+            self._write(what, document)
+        except CheckpointConflict:
+            assert self.run is not None
+            current = self.store.load(self.run.id)
+            if current is not None and current.document.get("status") == "cancelled":
+                log.warning("run %s hop %d: cancelled, stopping", self.run.id, self.run.hop)
+                raise Cancelled() from None
+            log.warning("run %s hop %d: superseded by another invocation", self.run.id, self.run.hop)
+            raise Superseded() from None
+
+    def save_progress(self) -> None:
+        """A checkpoint during the hop (``run.checkpoint()`` and the periodic one)."""
+        self._write_own("checkpoint", self._document("running", outcome=None))
+
+    # -- endings ----------------------------------------------------------------------------
+
+    def ended_hop(self, signal: EndHop) -> Response:
+        """The handler stopped early (time short or ``run.end_hop()``): continue elsewhere."""
+        run = self.run
+        assert run is not None
+        if run.final_cursors is None:
+            run._freeze_cursors()
+        next_hop = run.hop + 1
+        if signal.reason == "max_run_seconds":
+            self._fail(RunTimeExceeded(self._run_time_message()), keep_progress=True)
+        if run.items_done() == 0 and not run.state_changed():
+            remaining, margin = run.remaining_ms(), run.margin_ms()
+            self._fail(
+                NoProgressError(
+                    f"run {run.id} hop {run.hop} ended without finishing an item or changing "
+                    f"state (remaining {remaining} ms, margin {margin} ms): another hop would "
+                    "do the same. A single step needs more time than a hop offers: raise the "
+                    "function timeout, lower LONGRUN_MARGIN_MS, split the step, or configure "
+                    "escalation to Fargate."
+                ),
+                keep_progress=True,
+            )
+        if next_hop > self.settings.max_hops:
+            self._fail(
+                HopBudgetExhausted(
+                    f"run {run.id} used its {self.settings.max_hops} re-invocations "
+                    f"(max_hops / LONGRUN_MAX_HOPS) and is not finished. Its checkpoint is "
+                    "kept: raise max_hops, or configure escalation to Fargate, then resume it."
+                ),
+                keep_progress=True,
+            )
+        if not self.function:
+            self._fail(
+                HandoffFailed(
+                    f"run {run.id} must continue in a new invocation, but the context has no "
+                    "invoked_function_arn to re-invoke. Outside Lambda, run the handler through "
+                    "the longrun_sim fixture or give it a context."
+                ),
+                keep_progress=True,
+            )
+        self._write_own(
+            "continue",
+            self._document("continued", outcome="continued", claim=None, next="lambda"),
+        )
+        start = self.hooks.mono()
+        try:
+            self.hooks.invoke_async(
+                str(self.function),
+                json.dumps(make_envelope(run.id, next_hop)).encode(),
+                self.lambda_client,
+            )
+        except Exception as exc:
+            if _error_code(exc) == "RecursiveInvocationException":
+                self._fail(
+                    RecursionStopped(
+                        f"AWS recursive loop detection refused hop {next_hop} of run {run.id}. "
+                        "Allow recursion for this function (aws lambda "
+                        "put-function-recursion-config --recursive-loop Allow) or configure "
+                        "escalation to Fargate. The checkpoint is kept."
+                    ),
+                    keep_progress=False,
+                    cause=exc,
+                )
+            self._fail(
+                HandoffFailed(
+                    f"run {run.id}: checkpoint saved but starting hop {next_hop} failed: {exc}. "
+                    "Lambda's retry of this invocation will send it again."
+                ),
+                keep_progress=False,
+                terminal=False,
+                cause=exc,
+            )
+        elapsed = self.hooks.mono() - start
+        _process_handoff_s[:] = [elapsed]
+        log.info(
+            "run %s hop %d: continued as hop %d after %d items",
+            run.id, run.hop, next_hop, run.items_done(),
+        )
+        return _status_response(run.id, "continued", run.hop, next="lambda")
+
+    def _resend(self, hop: int) -> Response:
+        """Lambda retried a hop that checkpointed but may not have handed off: hand off again."""
+        assert self._last is not None
+        run_id = self._last.document["run_id"]
+        log.warning("run %s hop %d: retried after its checkpoint; re-sending hop %d", run_id, hop, hop + 1)
+        self.hooks.invoke_async(
+            str(self.function),
+            json.dumps(make_envelope(run_id, hop + 1)).encode(),
+            self.lambda_client,
+        )
+        return _status_response(run_id, "continued", hop, next="lambda", resent=True)
+
+    def returned(self, result: Any) -> Any:
+        """The handler finished: record the result, mark the run completed, return it."""
+        run = self.run
+        assert run is not None
+        try:
+            json.dumps(result, allow_nan=False)
+            stored, note = result, None
+        except (TypeError, ValueError):
+            stored, note = None, f"result of type {type(result).__name__} is not JSON"
+        try:
+            self._write_own(
+                "complete",
+                self._document(
+                    "completed", outcome="completed", claim=None, result=stored, result_note=note
+                ),
+            )
+        except (Superseded, Cancelled) as signal:
+            return self.stopped(signal)
+        log.info("run %s completed at hop %d", run.id, run.hop)
+        return result
+
+    def stopped(self, signal: Superseded | Cancelled) -> Response:
+        """The claim was lost to a newer hop or to a cancel: answer without hopping."""
+        assert self.run is not None
+        status = "cancelled" if isinstance(signal, Cancelled) else "superseded"
+        return _status_response(self.run.id, status, self.run.hop)
+
+    def raised(self, exc: BaseException) -> None:
+        """User code raised: record the failure on top of the last checkpoint (not over it)."""
+        if self.run is None or self._last is None:
+            return
+        try:
+            self._record_failure(exc, terminal=False)
+        except Exception as store_exc:  # the original error matters more
+            log.error("run %s: could not record failure: %s", self.run.id, store_exc)
+
+    def _record_failure(self, exc: BaseException, *, terminal: bool, progress: bool = False) -> None:
+        assert self._last is not None and self.run is not None
+        error = {
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "terminal": terminal,
+            "traceback": traceback.format_exception(exc)[-20:],
+        }
+        if progress:
+            doc = self._document("failed", outcome="failed", claim=None, error=error)
+        else:
+            # Start from what was last written, not the live state: a failed hop must not
+            # overwrite the stored checkpoint with progress it never saved.
+            doc = json.loads(json.dumps(self._last.document))
+            entry = doc["hops"][self._hop_index]
+            entry.update(ended_ms=self.hooks.wall_ms(), outcome="failed")
+            doc.update(status="failed", claim=None, error=error, updated_ms=entry["ended_ms"])
+        self._write("fail", doc)
+
+    def _fail(
+        self,
+        exc: LongrunError,
+        *,
+        keep_progress: bool = False,
+        terminal: bool = True,
+        cause: BaseException | None = None,
+    ) -> Any:
+        """Record a guard's failure (with the hop's progress if asked) and raise it."""
+        assert self.run is not None
+        log.error("run %s hop %d: %s", self.run.id, self.run.hop, exc)
+        try:
+            self._record_failure(exc, terminal=terminal, progress=keep_progress)
+        except CheckpointConflict:
+            raise Superseded() from None
+        raise exc from cause
+
+    def _run_time_message(self) -> str:
+        assert self.run is not None
+        return (
+            f"run {self.run.id} has run longer than max_run_seconds="
+            f"{self.settings.max_run_seconds:g} (LONGRUN_MAX_RUN_SECONDS). Its checkpoint is "
+            "kept: raise the limit and resume it, or cancel it."
+        )
+
+
+def _error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str((response.get("Error") or {}).get("Code") or "")
+    return type(exc).__name__

@@ -1,0 +1,145 @@
+"""A checkpoint store on a file system: an EFS mount (``/mnt/...``) or a local directory.
+
+Each run is a directory holding ``checkpoint.json``. A write takes a POSIX advisory lock
+(``fcntl.lockf``, which NFSv4 and so EFS honour) on the run's ``.lock`` file, checks the
+stored document's ``seq`` against the caller's token, writes a temporary file, fsyncs it,
+renames it over the document and fsyncs the directory: a reader sees the old document or
+the new one, never a torn one, and a crash leaves at most a stray temporary file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import CheckpointConflict, LongrunConfigError, StoreError
+from .base import CHECKPOINT_NAME, CheckpointStore, Token
+
+__all__ = ["FileStore"]
+
+# The base store always writes "format" then "seq" first, so the version is in the first bytes.
+_SEQ_PREFIX = re.compile(rb'\A\{"format":\d+,"seq":(\d+)[,}]')
+_LOCK_NAME = ".lock"
+
+
+class FileStore(CheckpointStore):
+    """Checkpoints under ``path`` (created if missing), e.g. ``FileStore("/mnt/efs/longrun")``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        root = Path(path)
+        if not root.is_absolute():
+            root = root.resolve()
+        if root.exists() and not root.is_dir():
+            raise LongrunConfigError(
+                f"FileStore path {str(root)!r} exists and is not a directory; give a directory "
+                "(for EFS, the mount point or a folder below it)."
+            )
+        self.root = root
+
+    def describe(self, key: str | None = None) -> str:
+        return f"file://{self.root / key if key else self.root}"
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[Path]:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path.parent / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open {self.describe(key)} for writing: {exc}") from exc
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            yield path
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    @staticmethod
+    def _seq_of(data: bytes) -> int | None:
+        match = _SEQ_PREFIX.match(data)
+        if match:
+            return int(match.group(1))
+        try:  # written by hand or by another tool: fall back to a full parse
+            seq = json.loads(data).get("seq")
+        except (ValueError, AttributeError):
+            return None
+        return seq if isinstance(seq, int) else None
+
+    def _read(self, key: str) -> tuple[bytes, Token] | None:
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.describe(key)}: {exc}") from exc
+        return data, self._seq_of(data)
+
+    def _write_atomically(self, path: Path, data: bytes) -> None:
+        tmp = path.with_name(f"{CHECKPOINT_NAME}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            except OSError as exc:  # some file systems refuse fsync on a directory
+                if exc.errno not in (errno.EINVAL, errno.EBADF):
+                    raise
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StoreError(f"cannot write {self.describe(path.name)}: {exc}") from exc
+
+    def _create(self, key: str, data: bytes) -> Token:
+        with self._locked(key) as path:
+            if path.exists():
+                raise CheckpointConflict(f"{self.describe(key)} already exists")
+            self._write_atomically(path, data)
+        return self._seq_of(data)
+
+    def _replace(self, key: str, data: bytes, token: Token) -> Token:
+        with self._locked(key) as path:
+            try:
+                current = path.read_bytes()
+            except FileNotFoundError:
+                raise CheckpointConflict(f"{self.describe(key)} was deleted since it was read")
+            except OSError as exc:
+                raise StoreError(f"cannot read {self.describe(key)}: {exc}") from exc
+            if self._seq_of(current) != token:
+                raise CheckpointConflict(f"{self.describe(key)} changed since it was read")
+            self._write_atomically(path, data)
+        return self._seq_of(data)
+
+    def _delete(self, key: str) -> None:
+        with self._locked(key) as path:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        with contextlib.suppress(OSError):
+            (path.parent / _LOCK_NAME).unlink()
+            path.parent.rmdir()
+
+    def _list(self) -> Iterator[str]:
+        if not self.root.is_dir():
+            return
+        for child in sorted(self.root.iterdir()):
+            if (child / CHECKPOINT_NAME).is_file():
+                yield f"{child.name}/{CHECKPOINT_NAME}"

@@ -1,0 +1,40 @@
+"""A Lambda context object driven by a virtual clock."""
+
+from __future__ import annotations
+
+import uuid
+
+from .clock import VirtualClock
+
+__all__ = ["FakeContext"]
+
+
+class FakeContext:
+    """The fields of ``awslambdaric``'s LambdaContext that handlers use, on virtual time."""
+
+    def __init__(
+        self,
+        clock: VirtualClock,
+        *,
+        timeout_s: float,
+        function_name: str = "longrun-sim",
+        request_id: str | None = None,
+        region: str = "us-east-1",
+        account: str = "123456789012",
+        memory_mb: int = 1024,
+    ) -> None:
+        self._clock = clock
+        self.deadline_s = clock.now + timeout_s
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:{region}:{account}:function:{function_name}"
+        self.memory_limit_in_mb = str(memory_mb)
+        self.aws_request_id = request_id or str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "sim"
+        self.identity = None
+        self.client_context = None
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds to the deadline, never negative (as in Lambda)."""
+        return max(0, int((self.deadline_s - self._clock.now) * 1000))

@@ -1,0 +1,387 @@
+"""An in-process Lambda on virtual time: runs a whole chain of hops in milliseconds.
+
+Each invocation gets a fresh :class:`FakeContext` whose deadline is armed on the virtual
+clock. ``time.sleep`` (and ``asyncio.sleep``) inside the handler advance that clock; passing
+the deadline raises :class:`HopKilled` out of the handler, so its work after the last
+checkpoint is lost, and the invocation is retried like Lambda retries an async invocation
+(2 retries, the same event and request id, after 1 and 2 minutes). Continuation envelopes
+that the handler sends are delivered as the next invocations. Faults can be injected:
+duplicate deliveries, a crash between the checkpoint and the hand-off, failed store writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from unittest import mock
+
+from .. import _hooks
+from ..errors import StoreError
+from ..handoff.lambda_invoke import MAX_ASYNC_PAYLOAD
+from ..run import Run
+from .clock import HopKilled, VirtualClock
+from .context import FakeContext
+
+__all__ = ["Delivery", "Faults", "HopRecord", "LambdaSim", "Outcome", "SimulatedCrash"]
+
+
+class SimulatedCrash(BaseException):
+    """An injected process crash (no Python cleanup of longrun's own runs)."""
+
+
+@dataclass
+class Faults:
+    """Faults to inject into a simulated run.
+
+    * ``duplicate``: ``"after"`` delivers every event a second time right after its first
+      delivery returns; ``"during"`` delivers it again while the first is still running
+      (at its first checkpoint write). Duplicates carry the same request id, as Lambda's do.
+    * ``crash_before_handoff``: hop numbers whose invocation dies after writing the
+      "continued" checkpoint and before the next hop is sent (once each).
+    * ``fail_writes``: 1-based numbers of checkpoint writes (counted over the whole run)
+      that fail with a StoreError, as an S3 500 or a full disk would.
+    """
+
+    duplicate: str | None = None
+    crash_before_handoff: set[int] = field(default_factory=set)
+    fail_writes: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.duplicate not in (None, "after", "during"):
+            raise ValueError(f"Faults(duplicate={self.duplicate!r}): use None, 'after' or 'during'")
+
+
+@dataclass
+class Delivery:
+    """One event queued for delivery."""
+
+    event: Any
+    request_id: str
+    attempt: int = 1
+    kind: str = "start"  # start | hop | retry | duplicate
+    not_before: float = 0.0
+
+
+@dataclass
+class HopRecord:
+    """One invocation as the simulator saw it."""
+
+    kind: str
+    request_id: str
+    attempt: int
+    started_s: float
+    ended_s: float = 0.0
+    where: str = "lambda"
+    hop: int | None = None
+    """The hop number this invocation claimed (``None`` if it claimed nothing)."""
+    items: int = 0
+    outcome: str = ""
+    """completed, continued, duplicate, killed, crashed, error, cancelled, superseded, stopped."""
+    response: Any = None
+    error: BaseException | None = None
+    ran_user_code: bool = False
+    envelope_bytes: int | None = None
+
+
+@dataclass
+class Outcome:
+    """What a simulated run ended as."""
+
+    run_id: str | None
+    status: str | None
+    result: Any
+    error: dict[str, Any] | None
+    hops: list[HopRecord]
+    """Invocations that claimed the run and ran the handler, in order."""
+    invocations: list[HopRecord]
+    """Every delivery, including duplicates refused and kills."""
+    checkpoints: list[dict[str, Any]]
+    """Every checkpoint document written, in order (deep copies)."""
+    dead_letters: list[Delivery]
+    """Events that failed every retry (what an on-failure destination would receive)."""
+    clock: VirtualClock
+
+    @property
+    def document(self) -> dict[str, Any] | None:
+        """The last checkpoint written."""
+        return self.checkpoints[-1] if self.checkpoints else None
+
+    @property
+    def state(self) -> dict[str, Any] | None:
+        """``run.state`` as last checkpointed."""
+        return None if self.document is None else self.document.get("state")
+
+    @property
+    def elapsed_s(self) -> float:
+        """Virtual seconds from the first delivery to the last invocation's end."""
+        return self.invocations[-1].ended_s - self.invocations[0].started_s if self.invocations else 0.0
+
+    def summary(self) -> str:
+        """One line per invocation, for printing."""
+        lines = []
+        for record in self.invocations:
+            hop = "-" if record.hop is None else str(record.hop)
+            lines.append(
+                f"{record.kind:<9} hop {hop:>3} attempt {record.attempt} {record.where:<6} "
+                f"t={record.started_s:9.1f}s..{record.ended_s:9.1f}s items={record.items:<6} "
+                f"{record.outcome}"
+            )
+        lines.append(f"status={self.status} result={self.result!r}")
+        return "\n".join(lines)
+
+
+class _SimHooks(_hooks.Hooks):
+    def __init__(self, sim: LambdaSim, record: HopRecord, delivery: Delivery) -> None:
+        self.sim = sim
+        self.record = record
+        self.delivery = delivery
+        self.run: Run | None = None
+        self.duplicated = False
+
+    def wall_ms(self) -> int:
+        return self.sim.clock.wall_ms()
+
+    def mono(self) -> float:
+        return self.sim.clock.mono()
+
+    def settings_overrides(self) -> Mapping[str, Any]:
+        return self.sim.settings
+
+    def before_write(self, run_id: str, what: str) -> None:
+        sim = self.sim
+        if sim.write_latency_s:
+            sim.clock.advance(sim.write_latency_s)
+        sim._writes += 1
+        if sim._writes in sim.faults.fail_writes:
+            raise StoreError(f"injected failure of checkpoint write #{sim._writes} ({what})")
+        if (
+            what != "claim"
+            and sim.faults.duplicate == "during"
+            and not self.duplicated
+            and self.delivery.kind != "duplicate"
+        ):
+            self.duplicated = True
+            sim._deliver(
+                Delivery(self.delivery.event, self.delivery.request_id, self.delivery.attempt, "duplicate")
+            )
+
+    def after_write(self, run_id: str, what: str, document: Mapping[str, Any]) -> None:
+        self.sim._run_id = run_id
+        self.sim._checkpoints.append(json.loads(json.dumps(document)))
+
+    def on_run(self, run: Run) -> None:
+        self.run = run
+        self.record.hop = run.hop
+        self.record.where = run.where
+        self.record.ran_user_code = True
+
+    def invoke_async(self, function: str, payload: bytes, client: Any) -> None:
+        sim = self.sim
+        if sim.handoff_latency_s:
+            sim.clock.advance(sim.handoff_latency_s)
+        if len(payload) > MAX_ASYNC_PAYLOAD:
+            raise RuntimeError(f"RequestEntityTooLargeException: {len(payload)} bytes")
+        self.record.envelope_bytes = len(payload)
+        event = json.loads(payload)
+        hop_from = event["longrun"]["hop"] - 1
+        if hop_from in sim.faults.crash_before_handoff:
+            sim.faults.crash_before_handoff.discard(hop_from)
+            raise SimulatedCrash(f"injected crash before handing off hop {hop_from + 1}")
+        sim._queue.append(Delivery(event, str(uuid.uuid4()), 1, "hop"))
+
+
+class LambdaSim:
+    """Runs a decorated handler's whole chain of hops in-process on virtual time."""
+
+    def __init__(self, clock: VirtualClock | None = None) -> None:
+        self.clock = clock or VirtualClock()
+        self.settings: dict[str, Any] = {}
+        self.faults = Faults()
+        self.write_latency_s = 0.0
+        self.handoff_latency_s = 0.0
+        self._queue: deque[Delivery] = deque()
+        self._records: list[HopRecord] = []
+        self._checkpoints: list[dict[str, Any]] = []
+        self._dead: list[Delivery] = []
+        self._writes = 0
+        self._run_id: str | None = None
+        self._handler: Callable[..., Any] | None = None
+        self._timeout_s = 900.0
+        self._retries = 2
+        self._retry_delays: tuple[float, ...] = (60.0, 120.0)
+        self._function_name = "longrun-sim"
+        self._thread = threading.get_ident()
+
+    def run(
+        self,
+        handler: Callable[..., Any],
+        event: Any,
+        *,
+        timeout_s: float = 900.0,
+        retries: int = 2,
+        retry_delays_s: tuple[float, ...] = (60.0, 120.0),
+        faults: Faults | None = None,
+        settings: Mapping[str, Any] | None = None,
+        write_latency_s: float = 0.0,
+        handoff_latency_s: float = 0.0,
+        max_invocations: int = 1000,
+        function_name: str = "longrun-sim",
+    ) -> Outcome:
+        """Deliver ``event`` to ``handler`` and every continuation after it, until quiet.
+
+        ``settings`` override the decorator's arguments and ``LONGRUN_*`` variables for this
+        run (keys as the decorator's: ``max_hops``, ``margin_ms``, ``min_margin_ms``,
+        ``checkpoint_every_s``, ``max_run_seconds``). ``write_latency_s`` and
+        ``handoff_latency_s`` add virtual time to every checkpoint write and hand-off.
+        """
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s={timeout_s!r} must be positive")
+        self._handler = handler
+        self._timeout_s = timeout_s
+        self._retries = retries
+        self._retry_delays = retry_delays_s
+        self.faults = faults or Faults()
+        self.settings = dict(settings or {})
+        self.write_latency_s = write_latency_s
+        self.handoff_latency_s = handoff_latency_s
+        self._function_name = function_name
+        self._queue = deque([Delivery(event, str(uuid.uuid4()))])
+        self._records, self._checkpoints, self._dead = [], [], []
+        self._writes = 0
+        self._run_id = None
+        self._thread = threading.get_ident()
+        with self._virtual_sleep():
+            while self._queue:
+                if len(self._records) >= max_invocations:
+                    raise RuntimeError(
+                        f"the simulated run did not settle within {max_invocations} invocations "
+                        "(a runaway chain?)"
+                    )
+                delivery = self._queue.popleft()
+                if delivery.not_before > self.clock.now:
+                    self.clock.now = delivery.not_before
+                record = self._deliver(delivery)
+                if self.faults.duplicate == "after" and delivery.kind != "duplicate":
+                    self._queue.appendleft(
+                        Delivery(delivery.event, delivery.request_id, delivery.attempt, "duplicate")
+                    )
+                del record
+        return self._outcome()
+
+    def _deliver(self, delivery: Delivery) -> HopRecord:
+        clock = self.clock
+        context = FakeContext(
+            clock,
+            timeout_s=self._timeout_s,
+            function_name=self._function_name,
+            request_id=delivery.request_id,
+        )
+        record = HopRecord(
+            kind=delivery.kind,
+            request_id=delivery.request_id,
+            attempt=delivery.attempt,
+            started_s=clock.now,
+        )
+        self._records.append(record)
+        hooks = _SimHooks(self, record, delivery)
+        saved_deadline = clock.deadline
+        clock.deadline = context.deadline_s
+        try:
+            with _hooks.installed(hooks):
+                response = self._call(delivery.event, context)
+        except HopKilled as exc:
+            record.outcome, record.error = "killed", exc
+            self._retry(delivery)
+        except SimulatedCrash as exc:
+            record.outcome, record.error = "crashed", exc
+            self._retry(delivery)
+        except Exception as exc:
+            record.outcome, record.error = "error", exc
+            self._retry(delivery)
+        else:
+            record.response = response
+            status = None
+            if isinstance(response, dict) and isinstance(response.get("longrun"), dict):
+                status = response["longrun"].get("status")
+            record.outcome = status or "completed"
+        finally:
+            clock.deadline = saved_deadline
+            record.ended_s = clock.now
+            if hooks.run is not None:
+                record.items = hooks.run.items_done()
+        return record
+
+    def _call(self, event: Any, context: FakeContext) -> Any:
+        assert self._handler is not None
+        result = self._handler(event, context)
+        if inspect.iscoroutine(result):
+            return asyncio.run(result)
+        return result
+
+    def _retry(self, delivery: Delivery) -> None:
+        if delivery.kind == "duplicate":
+            return  # the original delivery carries the retries
+        if delivery.attempt > self._retries:
+            self._dead.append(delivery)
+            return
+        delays = self._retry_delays or (0.0,)
+        delay = delays[min(delivery.attempt - 1, len(delays) - 1)]
+        self._queue.append(
+            Delivery(
+                delivery.event,
+                delivery.request_id,
+                delivery.attempt + 1,
+                "retry",
+                not_before=self.clock.now + delay,
+            )
+        )
+
+    @contextlib.contextmanager
+    def _virtual_sleep(self) -> Iterator[None]:
+        real_sleep = time.sleep
+        real_async_sleep = asyncio.sleep
+        clock, thread = self.clock, self._thread
+
+        def sleep(seconds: float) -> None:
+            if threading.get_ident() == thread:
+                clock.sleep(seconds)
+            else:  # other threads (a moto server, botocore's pools) keep real time
+                real_sleep(seconds)
+
+        async def async_sleep(delay: float, result: Any = None) -> Any:
+            clock.sleep(delay)
+            await real_async_sleep(0)
+            return result
+
+        with mock.patch.object(time, "sleep", sleep), mock.patch.object(
+            asyncio, "sleep", async_sleep
+        ):
+            yield
+
+    def _outcome(self) -> Outcome:
+        document = self._checkpoints[-1] if self._checkpoints else None
+        status = None if document is None else document.get("status")
+        result: Any = None
+        if status == "completed":
+            completing = [r for r in self._records if r.outcome == "completed" and r.ran_user_code]
+            result = completing[-1].response if completing else document.get("result")  # type: ignore[union-attr]
+        return Outcome(
+            run_id=self._run_id,
+            status=status,
+            result=result,
+            error=None if document is None else document.get("error"),
+            hops=[r for r in self._records if r.ran_user_code],
+            invocations=list(self._records),
+            checkpoints=list(self._checkpoints),
+            dead_letters=list(self._dead),
+            clock=self.clock,
+        )
