@@ -72,10 +72,17 @@ def parse_envelope(event: object) -> Envelope | None:
     body = event[ENVELOPE_KEY]
     shown = _short(event)
     if len(event) != 1 or not isinstance(body, dict):
+        others = sorted((k for k in event if k != ENVELOPE_KEY), key=repr)
+        what = (
+            f"unexpected top-level keys {others}"
+            if others
+            else f"its {ENVELOPE_KEY!r} value is a {type(body).__name__}, not an object"
+        )
         raise EnvelopeError(
             f"event {shown} has a top-level {ENVELOPE_KEY!r} key but is not a longrun "
-            f'envelope ({{"{ENVELOPE_KEY}": {{"v": 1, "run_id": ..., "hop": N}}}} and nothing '
-            f"else). The {ENVELOPE_KEY!r} key is reserved: rename it in your event."
+            f'envelope ({what}; expected {{"{ENVELOPE_KEY}": {{"v": 1, "run_id": ..., '
+            f'"hop": N}}}} and nothing else). The {ENVELOPE_KEY!r} key is reserved: rename it '
+            "in your event."
         )
     version = body.get("v")
     if isinstance(version, int) and not isinstance(version, bool) and version > ENVELOPE_VERSION:
@@ -83,20 +90,24 @@ def parse_envelope(event: object) -> Envelope | None:
             f"envelope {shown} has version v={version}, newer than this longrun understands "
             f"(v={ENVELOPE_VERSION}): deploy the same longrun version to every function of the run."
         )
-    extra = set(body) - {"v", "run_id", "hop"}
+    problems: list[str] = []
+    if "v" not in body:
+        problems.append("v is missing")
+    elif type(version) is not int or version != ENVELOPE_VERSION:  # not True, not 1.0
+        problems.append(f"v={version!r} is not {ENVELOPE_VERSION}")
     hop = body.get("hop")
-    if (
-        version != ENVELOPE_VERSION
-        or extra
-        or not isinstance(hop, int)
-        or isinstance(hop, bool)
-        or hop < 0
-    ):
+    if "hop" not in body:
+        problems.append("hop is missing")
+    elif not isinstance(hop, int) or isinstance(hop, bool) or hop < 0:
+        problems.append(f"hop={hop!r} is not a whole number >= 0")
+    extra = set(body) - {"v", "run_id", "hop"}
+    if extra:
+        problems.append(f"unexpected keys {sorted(extra, key=repr)}")
+    if problems:
         raise EnvelopeError(
-            f"malformed longrun envelope {shown}: expected exactly "
-            f'{{"v": {ENVELOPE_VERSION}, "run_id": "<id>", "hop": <int >= 0>}}'
-            + (f", unexpected keys {sorted(extra)}" if extra else "")
-            + ". It was not produced by longrun; do not hand-craft continuation events."
+            f"malformed longrun envelope {shown} ({'; '.join(problems)}): expected exactly "
+            f'{{"v": {ENVELOPE_VERSION}, "run_id": "<id>", "hop": <int >= 0>}}. '
+            "It was not produced by longrun; do not hand-craft continuation events."
         )
     run_id = validate_run_id(body.get("run_id"), source="envelope run_id")
     return Envelope(run_id=run_id, hop=hop)
@@ -134,25 +145,32 @@ def _find_unserializable(value: Any, path: str) -> tuple[str, str] | None:
     return (path, f"a {type(value).__qualname__} is not JSON-serialisable")
 
 
+_USER_PARTS = ("state", "cursors", "event", "result")
+
+
 def encode_document(document: Mapping[str, Any]) -> bytes:
     """Serialise a checkpoint document; StateNotSerializable names the offending value."""
-    try:
-        return json.dumps(
-            document, separators=(",", ":"), allow_nan=False, ensure_ascii=False
-        ).encode("utf-8")
-    except (TypeError, ValueError):
-        found = None
-        for part in ("state", "cursors", "event", "result"):
-            if part in document:
-                found = _find_unserializable(document[part], "run." + part)
-                if found:
-                    break
-        where, why = found or ("the checkpoint", "it is not JSON-serialisable")
-        raise StateNotSerializable(
-            f"cannot checkpoint {where}: {why}. Keep run.state to dicts, lists, strings, "
-            "numbers, booleans and None (convert datetimes, sets, Decimals first). The last "
-            "good checkpoint is kept."
-        ) from None
+    # Checked before dumping, not only when json.dumps fails: json.dumps silently turns
+    # non-string keys (1, None, True, 1.5) into strings, so the state would come back changed.
+    found = None
+    for part in _USER_PARTS:
+        if part in document:
+            found = _find_unserializable(document[part], "run." + part)
+            if found:
+                break
+    if found is None:
+        try:
+            return json.dumps(
+                document, separators=(",", ":"), allow_nan=False, ensure_ascii=False
+            ).encode("utf-8")
+        except (TypeError, ValueError):
+            pass
+    where, why = found or ("the checkpoint", "it is not JSON-serialisable")
+    raise StateNotSerializable(
+        f"cannot checkpoint {where}: {why}. Keep run.state to dicts, lists, strings, "
+        "numbers, booleans and None (convert datetimes, sets, Decimals first). The last "
+        "good checkpoint is kept."
+    )
 
 
 def decode_document(data: bytes, *, where: str) -> dict[str, Any]:
@@ -172,7 +190,7 @@ def decode_document(data: bytes, *, where: str) -> dict[str, Any]:
             f"checkpoint {where} has format {fmt}, newer than this longrun reads ({FORMAT}): "
             "upgrade longrun in this function. The checkpoint is left untouched."
         )
-    problems = []
+    problems: list[str] = []
     if fmt != FORMAT:
         problems.append(f"format={fmt!r}")
     if document.get("status") not in STATUSES:

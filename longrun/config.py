@@ -130,7 +130,7 @@ def store_from_uri(uri: str, *, name: str = ENV_CHECKPOINT_URI) -> CheckpointSto
 
             store = S3Store(parsed.netloc, prefix=parsed.path.lstrip("/"))
         elif parsed.scheme == "file":
-            if parsed.netloc not in ("", "localhost") or not parsed.path:
+            if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
                 raise LongrunConfigError(
                     f"{name}={uri!r} is not an absolute file URI; use file:///mnt/efs/longrun."
                 )

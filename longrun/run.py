@@ -363,10 +363,12 @@ class Run:
                 loop.pos += 1
                 loop.last = item
                 loop.has_last = True
-                if loop.children:
-                    self._drop_children(loop)
                 now = mono()
-                if now - prev > timer.longest_item_s:
+                if loop.children:
+                    # Nested loops ran inside this item and timed their own items; the outer
+                    # item's length says nothing about when the hop must stop.
+                    self._drop_children(loop)
+                elif now - prev > timer.longest_item_s:
                     timer.longest_item_s = now - prev
                 prev = now
                 if now >= next_check:
@@ -408,10 +410,11 @@ class Run:
                 loop.pos += 1
                 loop.last = item
                 loop.has_last = True
+                now = timer.mono()
                 if loop.children:
                     self._drop_children(loop)
-                now = timer.mono()
-                timer.note_item(now - prev)
+                else:
+                    timer.note_item(now - prev)
                 prev = now
                 self._between(loop, now)
             loop.done = True

@@ -467,7 +467,7 @@ class Invocation:
         else:
             # Start from what was last written, not the live state: a failed hop must not
             # overwrite the stored checkpoint with progress it never saved.
-            doc = json.loads(json.dumps(self._last.document))
+            doc = json.loads(self._last.data)
             entry = doc["hops"][self._hop_index]
             entry.update(ended_ms=self.hooks.wall_ms(), outcome="failed")
             doc.update(status="failed", claim=None, error=error, updated_ms=entry["ended_ms"])

@@ -30,7 +30,13 @@ class Loaded:
 
     document: dict[str, Any]
     token: Token
-    size: int
+    data: bytes
+    """The bytes as stored: ``document`` may share live objects (``run.state``), these do not."""
+
+    @property
+    def size(self) -> int:
+        """Stored size in bytes."""
+        return len(self.data)
 
 
 class CheckpointStore(ABC):
@@ -50,14 +56,14 @@ class CheckpointStore(ABC):
             return None
         data, token = found
         document = decode_document(data, where=self.describe(key))
-        return Loaded(document=document, token=token, size=len(data))
+        return Loaded(document=document, token=token, data=data)
 
     def create(self, document: dict[str, Any]) -> Loaded:
         """Store a new run's first document; CheckpointConflict if the run already exists."""
         document["seq"] = 1
         data = encode_document(document)
         token = self._create(self.key(document["run_id"]), data)
-        return Loaded(document=document, token=token, size=len(data))
+        return Loaded(document=document, token=token, data=data)
 
     def replace(self, document: dict[str, Any], token: Token) -> Loaded:
         """Replace the document read with ``token``; CheckpointConflict if it changed since.
@@ -72,7 +78,7 @@ class CheckpointStore(ABC):
         except BaseException:
             document["seq"] = previous
             raise
-        return Loaded(document=document, token=new_token, size=len(data))
+        return Loaded(document=document, token=new_token, data=data)
 
     def status(self, run_id: str) -> dict[str, Any]:
         """The run's checkpoint document (RunNotFound if there is none)."""
