@@ -39,6 +39,10 @@ class Hooks:
 
         invoke_async(function, payload, client=client)
 
+    last_handoff_s: float | None = None
+    """The last hand-off duration measured in this process: async self-invocations often
+    land on a warm instance of the same function, so the next hop starts with it."""
+
     def before_write(self, run_id: str, what: str) -> None:
         """Called before every checkpoint write; a harness may add latency or fail here."""
 

@@ -95,7 +95,7 @@ def parse_envelope(event: object) -> Envelope | None:
         problems.append("v is missing")
     elif type(version) is not int or version != ENVELOPE_VERSION:  # not True, not 1.0
         problems.append(f"v={version!r} is not {ENVELOPE_VERSION}")
-    hop = body.get("hop")
+    hop: Any = body.get("hop")
     if "hop" not in body:
         problems.append("hop is missing")
     elif not isinstance(hop, int) or isinstance(hop, bool) or hop < 0:

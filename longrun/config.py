@@ -106,7 +106,9 @@ def _bool(name: str, raw: Any) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise LongrunConfigError(f"{name}={raw!r} is not a boolean; use 1/true/yes/on or 0/false/no/off.")
+    raise LongrunConfigError(
+        f"{name}={raw!r} is not a boolean; use 1/true/yes/on or 0/false/no/off."
+    )
 
 
 _store_cache: dict[str, CheckpointStore] = {}

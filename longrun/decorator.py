@@ -100,7 +100,7 @@ def longrun(
         "disabled": disabled,
     }
     if wrapped is None:
-        return functools.partial(  # type: ignore[return-value]
+        return functools.partial(
             longrun,
             run_id=run_id,
             lambda_client=lambda_client,
@@ -136,7 +136,10 @@ def longrun(
 
         @wrapt.decorator
         async def async_wrapper(
-            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+            wrapped: Callable[..., Any],
+            instance: Any,
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
         ) -> Any:
             handle, early = start(args, kwargs)
             if early is not None:
@@ -152,7 +155,7 @@ def longrun(
                 _deactivate(token)
             return _returned(handle, result)
 
-        return async_wrapper(wrapped)  # type: ignore[no-any-return]
+        return async_wrapper(wrapped)
 
     @wrapt.decorator
     def sync_wrapper(
@@ -172,14 +175,16 @@ def longrun(
             _deactivate(token)
         return _returned(handle, result)
 
-    return sync_wrapper(wrapped)  # type: ignore[no-any-return]
+    return sync_wrapper(wrapped)
 
 
 def _ended(handle: Invocation | Run, exc: BaseException) -> Response:
     """The handler raised: a hop control signal becomes a response; anything else re-raises."""
     if isinstance(handle, Run):
         if isinstance(exc, EndHop):
-            return {"longrun": {"run_id": handle.id, "status": "stopped", "hop": 0, "disabled": True}}
+            return {
+                "longrun": {"run_id": handle.id, "status": "stopped", "hop": 0, "disabled": True}
+            }
         raise exc
     try:
         if isinstance(exc, EndHop):

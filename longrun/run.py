@@ -203,7 +203,9 @@ class Run:
         parent = self._stack[-1] if self._stack else None
         return name if parent is None else f"{parent.path}/{name}"
 
-    def _open_loop(self, name: str | None, key: Callable[[Any], Any] | None) -> tuple[_Loop, dict[str, Any]]:
+    def _open_loop(
+        self, name: str | None, key: Callable[[Any], Any] | None
+    ) -> tuple[_Loop, dict[str, Any]]:
         parent = self._stack[-1] if self._stack else None
         if parent is None:
             ordinal = self._root_children
@@ -261,7 +263,9 @@ class Run:
                 break
         return iterator
 
-    def _skip_to_key(self, loop: _Loop, iterator: Iterator[T], saved_key: Any, ordered: bool) -> Iterator[T]:
+    def _skip_to_key(
+        self, loop: _Loop, iterator: Iterator[T], saved_key: Any, ordered: bool
+    ) -> Iterator[T]:
         key_fn = loop.key_fn
         assert key_fn is not None
         for item in iterator:
@@ -333,7 +337,7 @@ class Run:
         if ordered:
             saved = {**saved, "ordered": True}
         if hasattr(iterable, "__aiter__") and not hasattr(iterable, "__iter__"):
-            return self._aloop(loop, saved, iterable)  # type: ignore[arg-type]
+            return self._aloop(loop, saved, iterable)
         return self._loop(loop, saved, iterable)  # type: ignore[arg-type]
 
     def _between(self, loop: _Loop, now: float) -> None:

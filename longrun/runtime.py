@@ -40,10 +40,6 @@ log = logging.getLogger("longrun")
 
 Response = dict[str, Any]
 
-# The hand-off cost measured in this process; async self-invocations often land on a warm
-# instance of the same function, so the next hop starts with a measured value.
-_process_handoff_s: list[float] = []
-
 
 def _status_response(run_id: str, status: str, hop: int, **extra: Any) -> Response:
     body: dict[str, Any] = {"run_id": run_id, "status": status, "hop": hop}
@@ -73,10 +69,13 @@ class Invocation:
         self.hooks = _hooks.active()
         self.request_id = str(getattr(context, "aws_request_id", "") or uuid.uuid4())
         self.function = getattr(context, "invoked_function_arn", None)
-        self.where = str(getattr(context, "longrun_where", "") or ("lambda" if context else "local"))
+        self.where = str(
+            getattr(context, "longrun_where", "") or ("lambda" if context else "local")
+        )
         self.run: Run | None = None
         self._last: Loaded | None = None
         self._hop_index = -1
+        self._write_s: float | None = None
 
     # -- claiming ---------------------------------------------------------------------------
 
@@ -89,15 +88,16 @@ class Invocation:
 
     def _write(self, what: str, document: dict[str, Any], *, create: bool = False) -> Loaded:
         hooks = self.hooks
-        hooks.before_write(document["run_id"], what)
         start = hooks.mono()
+        hooks.before_write(document["run_id"], what)
         if create:
             loaded = self.store.create(document)
         else:
             assert self._last is not None
             loaded = self.store.replace(document, self._last.token)
+        self._write_s = hooks.mono() - start
         if self.run is not None:
-            self.run._timer.note_write(hooks.mono() - start)
+            self.run._timer.note_write(self._write_s)
         self._last = loaded
         hooks.after_write(document["run_id"], what, document)
         return loaded
@@ -218,7 +218,9 @@ class Invocation:
                 )
             log.warning(
                 "run %s hop %d: taking over from request %s, whose deadline passed",
-                run_id, hop, claim.get("request_id"),
+                run_id,
+                hop,
+                claim.get("request_id"),
             )
         elif status == "continued" and retry:
             return self._resend(hop)
@@ -259,8 +261,10 @@ class Invocation:
             min_margin_ms=settings.min_margin_ms,
             carried=doc.get("timing"),
         )
-        if _process_handoff_s:
-            timer.note_handoff(_process_handoff_s[-1])
+        if self._write_s is not None:  # the claim just written
+            timer.note_write(self._write_s)
+        if self.hooks.last_handoff_s is not None:
+            timer.note_handoff(self.hooks.last_handoff_s)
         run_deadline = None
         if settings.max_run_seconds is not None:
             elapsed_s = (self.hooks.wall_ms() - doc["created_ms"]) / 1000.0
@@ -318,7 +322,9 @@ class Invocation:
             if current is not None and current.document.get("status") == "cancelled":
                 log.warning("run %s hop %d: cancelled, stopping", self.run.id, self.run.hop)
                 raise Cancelled() from None
-            log.warning("run %s hop %d: superseded by another invocation", self.run.id, self.run.hop)
+            log.warning(
+                "run %s hop %d: superseded by another invocation", self.run.id, self.run.hop
+            )
             raise Superseded() from None
 
     def save_progress(self) -> None:
@@ -398,11 +404,13 @@ class Invocation:
                 terminal=False,
                 cause=exc,
             )
-        elapsed = self.hooks.mono() - start
-        _process_handoff_s[:] = [elapsed]
+        self.hooks.last_handoff_s = self.hooks.mono() - start
         log.info(
             "run %s hop %d: continued as hop %d after %d items",
-            run.id, run.hop, next_hop, run.items_done(),
+            run.id,
+            run.hop,
+            next_hop,
+            run.items_done(),
         )
         return _status_response(run.id, "continued", run.hop, next="lambda")
 
@@ -410,7 +418,9 @@ class Invocation:
         """Lambda retried a hop that checkpointed but may not have handed off: hand off again."""
         assert self._last is not None
         run_id = self._last.document["run_id"]
-        log.warning("run %s hop %d: retried after its checkpoint; re-sending hop %d", run_id, hop, hop + 1)
+        log.warning(
+            "run %s hop %d: retried after its checkpoint; re-sending hop %d", run_id, hop, hop + 1
+        )
         self.hooks.invoke_async(
             str(self.function),
             json.dumps(make_envelope(run_id, hop + 1)).encode(),
@@ -454,7 +464,9 @@ class Invocation:
         except Exception as store_exc:  # the original error matters more
             log.error("run %s: could not record failure: %s", self.run.id, store_exc)
 
-    def _record_failure(self, exc: BaseException, *, terminal: bool, progress: bool = False) -> None:
+    def _record_failure(
+        self, exc: BaseException, *, terminal: bool, progress: bool = False
+    ) -> None:
         assert self._last is not None and self.run is not None
         error = {
             "type": type(exc).__name__,

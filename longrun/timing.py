@@ -92,9 +92,9 @@ class Timer:
     def carry(self) -> dict[str, int]:
         """What the next hop should start from (stored in the checkpoint)."""
         return {
-            "longest_item_ms": int(self.longest_item_s * 1000),
-            "write_ms": int(self.write_s * 1000),
-            "handoff_ms": int(self.handoff_s * 1000),
+            "longest_item_ms": round(self.longest_item_s * 1000),
+            "write_ms": round(self.write_s * 1000),
+            "handoff_ms": round(self.handoff_s * 1000),
         }
 
 

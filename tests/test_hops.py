@@ -40,7 +40,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
     return S3Store(bucket, prefix="runs/", client=s3_client)
 
 
-def test_three_plus_hops_process_every_item_exactly_once(longrun_sim: LambdaSim, store: Any) -> None:
+def test_three_plus_hops_process_every_item_exactly_once(
+    longrun_sim: LambdaSim, store: Any
+) -> None:
     handler, processed = make_job(store)
     keys = [f"k{i}" for i in range(100)]
 
@@ -51,7 +53,9 @@ def test_three_plus_hops_process_every_item_exactly_once(longrun_sim: LambdaSim,
     assert len(outcome.hops) >= 4
     assert processed == Counter(keys)
     assert sum(h.items for h in outcome.hops) == 100
-    assert [h.outcome for h in outcome.hops] == ["continued"] * (len(outcome.hops) - 1) + ["completed"]
+    assert [h.outcome for h in outcome.hops] == ["continued"] * (len(outcome.hops) - 1) + [
+        "completed"
+    ]
     assert [h.hop for h in outcome.hops] == list(range(len(outcome.hops)))
     # The final stored object is the same plain JSON the simulator saw.
     stored = store.load(outcome.run_id).document
@@ -75,7 +79,9 @@ def test_envelope_stays_small_whatever_the_event_size(longrun_sim: LambdaSim) ->
     assert sum(processed.values()) == 40
 
 
-def test_checkpoint_object_is_plain_json_in_s3(longrun_sim: LambdaSim, s3_client: Any, bucket: str) -> None:
+def test_checkpoint_object_is_plain_json_in_s3(
+    longrun_sim: LambdaSim, s3_client: Any, bucket: str
+) -> None:
     handler, _ = make_job(S3Store(bucket, prefix="jobs/", client=s3_client))
     outcome = longrun_sim.run(handler, {"keys": [1, 2, 3]}, timeout_s=60)
 
@@ -113,7 +119,9 @@ def test_duplicate_after_hop_is_refused_or_harmlessly_resends(longrun_sim: Lambd
     handler, processed = make_job(MemoryStore())
     keys = list(range(50))
 
-    outcome = longrun_sim.run(handler, {"keys": keys}, timeout_s=15, faults=Faults(duplicate="after"))
+    outcome = longrun_sim.run(
+        handler, {"keys": keys}, timeout_s=15, faults=Faults(duplicate="after")
+    )
 
     assert outcome.status == "completed"
     assert processed == Counter(keys)
@@ -199,7 +207,11 @@ def test_crash_between_checkpoint_and_handoff_resends_the_next_hop(longrun_sim: 
     assert len(crashed) == 1 and crashed[0].hop == 1
     resent = [r for r in outcome.invocations if r.kind == "retry"]
     assert resent[0].response["longrun"] == {
-        "run_id": outcome.run_id, "status": "continued", "hop": 1, "next": "lambda", "resent": True
+        "run_id": outcome.run_id,
+        "status": "continued",
+        "hop": 1,
+        "next": "lambda",
+        "resent": True,
     }
     assert not resent[0].ran_user_code
 
@@ -210,7 +222,9 @@ def test_store_write_failure_loses_nothing(longrun_sim: LambdaSim, write: int) -
     handler, processed = make_job(MemoryStore(), checkpoint_every_s=4)
     keys = list(range(30))
 
-    outcome = longrun_sim.run(handler, {"keys": keys}, timeout_s=12, faults=Faults(fail_writes={write}))
+    outcome = longrun_sim.run(
+        handler, {"keys": keys}, timeout_s=12, faults=Faults(fail_writes={write})
+    )
 
     assert outcome.status == "completed", outcome.summary()
     assert set(processed) == set(keys)
@@ -242,8 +256,13 @@ def test_user_run_id_makes_a_repeated_start_return_the_existing_run() -> None:
 
     assert first.run_id == "job-7" and first.status == "completed"
     assert again.invocations[0].response == {
-        "longrun": {"run_id": "job-7", "status": "completed", "hop": 0, "existing": True,
-                    "result": {"done": 3}}
+        "longrun": {
+            "run_id": "job-7",
+            "status": "completed",
+            "hop": 0,
+            "existing": True,
+            "result": {"done": 3},
+        }
     }
     assert processed == Counter({1: 1, 2: 1, 3: 1})
 

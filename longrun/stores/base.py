@@ -93,7 +93,9 @@ class CheckpointStore(ABC):
         for _ in range(attempts):
             loaded = self.load(run_id)
             if loaded is None:
-                raise RunNotFound(f"cannot cancel: {self.describe(self.key(run_id))} does not exist.")
+                raise RunNotFound(
+                    f"cannot cancel: {self.describe(self.key(run_id))} does not exist."
+                )
             document = loaded.document
             if document["status"] in ("completed", "cancelled"):
                 return document

@@ -83,7 +83,7 @@ class FileStore(CheckpointStore):
             raise StoreError(f"cannot read {self.describe(key)}: {exc}") from exc
         return data, self._seq_of(data)
 
-    def _write_atomically(self, path: Path, data: bytes) -> None:
+    def _write_atomically(self, key: str, path: Path, data: bytes) -> None:
         tmp = path.with_name(f"{CHECKPOINT_NAME}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -107,13 +107,13 @@ class FileStore(CheckpointStore):
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise StoreError(f"cannot write {self.describe(path.name)}: {exc}") from exc
+            raise StoreError(f"cannot write {self.describe(key)}: {exc}") from exc
 
     def _create(self, key: str, data: bytes) -> Token:
         with self._locked(key) as path:
             if path.exists():
                 raise CheckpointConflict(f"{self.describe(key)} already exists")
-            self._write_atomically(path, data)
+            self._write_atomically(key, path, data)
         return self._seq_of(data)
 
     def _replace(self, key: str, data: bytes, token: Token) -> Token:
@@ -121,18 +121,19 @@ class FileStore(CheckpointStore):
             try:
                 current = path.read_bytes()
             except FileNotFoundError:
-                raise CheckpointConflict(f"{self.describe(key)} was deleted since it was read")
+                raise CheckpointConflict(
+                    f"{self.describe(key)} was deleted since it was read"
+                ) from None
             except OSError as exc:
                 raise StoreError(f"cannot read {self.describe(key)}: {exc}") from exc
             if self._seq_of(current) != token:
                 raise CheckpointConflict(f"{self.describe(key)} changed since it was read")
-            self._write_atomically(path, data)
+            self._write_atomically(key, path, data)
         return self._seq_of(data)
 
     def _delete(self, key: str) -> None:
-        with self._locked(key) as path:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        with self._locked(key) as path, contextlib.suppress(FileNotFoundError):
+            path.unlink()
         with contextlib.suppress(OSError):
             (path.parent / _LOCK_NAME).unlink()
             path.parent.rmdir()

@@ -82,7 +82,7 @@ class S3Store(CheckpointStore):
             raise self._error(exc, key, "read") from exc
         return data, response["ETag"]
 
-    def _put(self, key: str, data: bytes, **condition: str) -> Token:
+    def _put(self, key: str, data: bytes, create: bool, **condition: str) -> Token:
         try:
             response = self.client.put_object(
                 Bucket=self.bucket,
@@ -92,14 +92,24 @@ class S3Store(CheckpointStore):
                 **condition,
             )
         except Exception as exc:
+            code = _code(exc)
+            if create and code in _CONFLICT_CODES:
+                raise CheckpointConflict(
+                    f"{self.describe(key)} already exists: another invocation created this run "
+                    f"first ({code})"
+                ) from exc
+            if not create and code in _MISSING_CODES:  # IfMatch on a key that is gone
+                raise CheckpointConflict(
+                    f"{self.describe(key)} was deleted since it was read ({code})"
+                ) from exc
             raise self._error(exc, key, "write") from exc
         return response["ETag"]
 
     def _create(self, key: str, data: bytes) -> Token:
-        return self._put(key, data, IfNoneMatch="*")
+        return self._put(key, data, True, IfNoneMatch="*")
 
     def _replace(self, key: str, data: bytes, token: Token) -> Token:
-        return self._put(key, data, IfMatch=token)
+        return self._put(key, data, False, IfMatch=token)
 
     def _delete(self, key: str) -> None:
         try:

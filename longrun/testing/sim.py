@@ -123,7 +123,11 @@ class Outcome:
     @property
     def elapsed_s(self) -> float:
         """Virtual seconds from the first delivery to the last invocation's end."""
-        return self.invocations[-1].ended_s - self.invocations[0].started_s if self.invocations else 0.0
+        return (
+            self.invocations[-1].ended_s - self.invocations[0].started_s
+            if self.invocations
+            else 0.0
+        )
 
     def summary(self) -> str:
         """One line per invocation, for printing."""
@@ -146,6 +150,14 @@ class _SimHooks(_hooks.Hooks):
         self.delivery = delivery
         self.run: Run | None = None
         self.duplicated = False
+
+    @property
+    def last_handoff_s(self) -> float | None:
+        return self.sim._last_handoff_s
+
+    @last_handoff_s.setter
+    def last_handoff_s(self, value: float | None) -> None:
+        self.sim._last_handoff_s = value
 
     def wall_ms(self) -> int:
         return self.sim.clock.wall_ms()
@@ -171,7 +183,12 @@ class _SimHooks(_hooks.Hooks):
         ):
             self.duplicated = True
             sim._deliver(
-                Delivery(self.delivery.event, self.delivery.request_id, self.delivery.attempt, "duplicate")
+                Delivery(
+                    self.delivery.event,
+                    self.delivery.request_id,
+                    self.delivery.attempt,
+                    "duplicate",
+                )
             )
 
     def after_write(self, run_id: str, what: str, document: Mapping[str, Any]) -> None:
@@ -213,6 +230,7 @@ class LambdaSim:
         self._checkpoints: list[dict[str, Any]] = []
         self._dead: list[Delivery] = []
         self._writes = 0
+        self._last_handoff_s: float | None = None
         self._run_id: str | None = None
         self._handler: Callable[..., Any] | None = None
         self._timeout_s = 900.0
@@ -362,8 +380,9 @@ class LambdaSim:
             await real_async_sleep(0)
             return result
 
-        with mock.patch.object(time, "sleep", sleep), mock.patch.object(
-            asyncio, "sleep", async_sleep
+        with (
+            mock.patch.object(time, "sleep", sleep),
+            mock.patch.object(asyncio, "sleep", async_sleep),
         ):
             yield
 
