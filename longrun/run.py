@@ -63,7 +63,7 @@ class Cancelled(_Control):
 
 
 class _Loop:
-    __slots__ = ("children", "done", "has_last", "key", "key_fn", "last", "path", "pos", "start")
+    __slots__ = ("children", "done", "key", "key_fn", "last", "path", "pos", "start")
 
     def __init__(self, path: str, pos: int, key: Any, key_fn: Callable[[Any], Any] | None) -> None:
         self.path = path
@@ -72,14 +72,14 @@ class _Loop:
         self.key = key
         self.key_fn = key_fn
         self.last: Any = None
-        self.has_last = False
         self.done = False
         self.children = 0
 
     def cursor(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"pos": self.pos, "done": self.done}
         if self.key_fn is not None:
-            entry["key"] = self.key_fn(self.last) if self.has_last else self.key
+            # ``last`` is set in this hop once an item finished here (pos moved past start).
+            entry["key"] = self.key_fn(self.last) if self.pos > self.start else self.key
         return entry
 
 
@@ -366,7 +366,6 @@ class Run:
                 yield item
                 loop.pos += 1
                 loop.last = item
-                loop.has_last = True
                 now = mono()
                 if loop.children:
                     # Nested loops ran inside this item and timed their own items; the outer
@@ -413,7 +412,6 @@ class Run:
                 yield item
                 loop.pos += 1
                 loop.last = item
-                loop.has_last = True
                 now = timer.mono()
                 if loop.children:
                     self._drop_children(loop)
