@@ -22,6 +22,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check longrun tests examples bench
 	$(BIN)/mypy longrun
+	$(BIN)/mypy --strict tests/typing
 
 clean:
 	rm -rf $(VENV) build *.egg-info
