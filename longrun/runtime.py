@@ -8,6 +8,7 @@ e.g. for a duplicate delivery) and then exactly one of ``ended_hop()``, ``return
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import traceback
@@ -365,46 +366,19 @@ class Invocation:
             )
         if not self.function:
             self._fail(
-                HandoffFailed(
-                    f"run {run.id} must continue in a new invocation, but the context has no "
-                    "invoked_function_arn to re-invoke. Outside Lambda, run the handler through "
-                    "the longrun_sim fixture or give it a context."
-                ),
+                _no_function(run.id),
                 keep_progress=True,
             )
         self._write_own(
             "continue",
             self._document("continued", outcome="continued", claim=None, next="lambda"),
         )
-        start = self.hooks.mono()
         try:
-            self.hooks.invoke_async(
-                str(self.function),
-                json.dumps(make_envelope(run.id, next_hop)).encode(),
-                self.lambda_client,
-            )
-        except Exception as exc:
-            if _error_code(exc) == "RecursiveInvocationException":
-                self._fail(
-                    RecursionStopped(
-                        f"AWS recursive loop detection refused hop {next_hop} of run {run.id}. "
-                        "Allow recursion for this function (aws lambda "
-                        "put-function-recursion-config --recursive-loop Allow) or configure "
-                        "escalation to Fargate. The checkpoint is kept."
-                    ),
-                    keep_progress=False,
-                    cause=exc,
-                )
-            self._fail(
-                HandoffFailed(
-                    f"run {run.id}: checkpoint saved but starting hop {next_hop} failed: {exc}. "
-                    "Lambda's retry of this invocation will send it again."
-                ),
-                keep_progress=False,
-                terminal=False,
-                cause=exc,
-            )
-        self.hooks.last_handoff_s = self.hooks.mono() - start
+            self._send(run.id, next_hop)
+        except RecursionStopped as exc:
+            self._fail(exc, cause=exc.__cause__)
+        except HandoffFailed as exc:
+            self._fail(exc, terminal=False, cause=exc.__cause__)
         log.info(
             "run %s hop %d: continued as hop %d after %d items",
             run.id,
@@ -415,18 +389,48 @@ class Invocation:
         return _status_response(run.id, "continued", run.hop, next="lambda")
 
     def _resend(self, hop: int) -> Response:
-        """Lambda retried a hop that checkpointed but may not have handed off: hand off again."""
+        """Lambda retried a hop that checkpointed but may not have handed off: hand off again.
+
+        The first hand-off may have gone through (fencing refuses the spare), so a failing
+        resend records nothing, except a recursion refusal, which no retry can get past.
+        """
         assert self._last is not None
         run_id = self._last.document["run_id"]
         log.warning(
             "run %s hop %d: retried after its checkpoint; re-sending hop %d", run_id, hop, hop + 1
         )
-        self.hooks.invoke_async(
-            str(self.function),
-            json.dumps(make_envelope(run_id, hop + 1)).encode(),
-            self.lambda_client,
-        )
+        try:
+            self._send(run_id, hop + 1)
+        except RecursionStopped as exc:
+            with contextlib.suppress(CheckpointConflict):
+                self._record_failure(exc, terminal=True)
+            raise
         return _status_response(run_id, "continued", hop, next="lambda", resent=True)
+
+    def _send(self, run_id: str, hop: int) -> None:
+        """Invoke this function asynchronously with the envelope of ``hop``."""
+        if not self.function:
+            raise _no_function(run_id)
+        start = self.hooks.mono()
+        try:
+            self.hooks.invoke_async(
+                str(self.function),
+                json.dumps(make_envelope(run_id, hop)).encode(),
+                self.lambda_client,
+            )
+        except Exception as exc:
+            if _error_code(exc) == "RecursiveInvocationException":
+                raise RecursionStopped(
+                    f"AWS recursive loop detection refused hop {hop} of run {run_id}. Allow "
+                    "recursion for this function (aws lambda put-function-recursion-config "
+                    "--recursive-loop Allow) or configure escalation to Fargate. The checkpoint "
+                    "is kept."
+                ) from exc
+            raise HandoffFailed(
+                f"run {run_id}: checkpoint saved but starting hop {hop} failed: {exc}. "
+                "Lambda's retry of this invocation will send it again."
+            ) from exc
+        self.hooks.last_handoff_s = self.hooks.mono() - start
 
     def returned(self, result: Any) -> Any:
         """The handler finished: record the result, mark the run completed, return it."""
@@ -467,7 +471,7 @@ class Invocation:
     def _record_failure(
         self, exc: BaseException, *, terminal: bool, progress: bool = False
     ) -> None:
-        assert self._last is not None and self.run is not None
+        assert self._last is not None
         error = {
             "type": type(exc).__name__,
             "message": str(exc),
@@ -509,6 +513,14 @@ class Invocation:
             f"{self.settings.max_run_seconds:g} (LONGRUN_MAX_RUN_SECONDS). Its checkpoint is "
             "kept: raise the limit and resume it, or cancel it."
         )
+
+
+def _no_function(run_id: str) -> HandoffFailed:
+    return HandoffFailed(
+        f"run {run_id} must continue in a new invocation, but the context has no "
+        "invoked_function_arn to re-invoke. Outside Lambda, run the handler through "
+        "the longrun_sim fixture or give it a context."
+    )
 
 
 def _error_code(exc: BaseException) -> str:

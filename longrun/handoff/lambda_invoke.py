@@ -27,8 +27,16 @@ def default_client() -> Any:
         with _client_lock:
             if _client is None:
                 import boto3
+                from botocore.config import Config
 
-                _client = boto3.session.Session().client("lambda")
+                # A throttled hand-off must fail within the margin, not back off for seconds:
+                # Lambda's own retry of this invocation re-sends it (see runtime._resend).
+                config = Config(
+                    retries={"mode": "standard", "total_max_attempts": 3},
+                    connect_timeout=5,
+                    read_timeout=10,
+                )
+                _client = boto3.session.Session().client("lambda", config=config)
     return _client
 
 

@@ -14,8 +14,9 @@ What it implements of ``POST /2015-03-31/functions/{FunctionName}/invocations``:
   Lambda's ``InvalidParameterValueException``.
 * ``X-Amz-Invocation-Type: Event``: the request is handed to ``on_event`` and answered
   ``202`` with an empty body. ``RequestResponse`` (the default): ``on_invoke`` is called and
-  its result answered ``200`` as JSON with ``X-Amz-Executed-Version``; if it raises, the
-  answer is Lambda's function error (``X-Amz-Function-Error: Unhandled``). ``DryRun``: ``204``.
+  its result answered ``200`` as JSON with ``X-Amz-Executed-Version`` (the numeric
+  qualifier, else ``$LATEST``); if it raises, the answer is Lambda's function error
+  (``X-Amz-Function-Error: Unhandled``). ``DryRun``: ``204``.
 * Lambda's payload limits (1,048,576 bytes async, 6,291,456 bytes sync): ``413``
   ``RequestEntityTooLargeException``; a payload that is not JSON: ``400``
   ``InvalidRequestContentException``.
@@ -399,7 +400,10 @@ class InvokeEndpoint:
                     self._note_error(exc)
                     raise _Answer(500, "ServiceException", f"on_event failed: {exc!r}") from exc
             return 202, {}, b""
-        headers = {"X-Amz-Executed-Version": request.qualifier or "$LATEST"}
+        # A numeric qualifier is a version; an alias would resolve to one, which this
+        # endpoint does not model, so it reports $LATEST as for an unqualified call.
+        version = request.qualifier if (request.qualifier or "").isdigit() else None
+        headers = {"X-Amz-Executed-Version": version or "$LATEST"}
         try:
             result = self.on_invoke(request) if self.on_invoke is not None else None
             body = result if isinstance(result, bytes) else json.dumps(result).encode()
