@@ -148,23 +148,43 @@ def _find_unserializable(value: Any, path: str) -> tuple[str, str] | None:
 _USER_PARTS = ("state", "cursors", "event", "result")
 
 
+def _has_non_str_key(value: Any) -> bool:
+    """Whether any dict inside ``value`` has a key that is not a string (a fast walk)."""
+    stack = [value]
+    containers = (dict, list, tuple)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key in node:
+                if type(key) is not str:
+                    return True
+            stack.extend(c for c in node.values() if isinstance(c, containers))
+        else:
+            stack.extend(c for c in node if isinstance(c, containers))
+    return False
+
+
 def encode_document(document: Mapping[str, Any]) -> bytes:
     """Serialise a checkpoint document; StateNotSerializable names the offending value."""
-    # Checked before dumping, not only when json.dumps fails: json.dumps silently turns
-    # non-string keys (1, None, True, 1.5) into strings, so the state would come back changed.
-    found = None
-    for part in _USER_PARTS:
-        if part in document:
-            found = _find_unserializable(document[part], "run." + part)
-            if found:
-                break
-    if found is None:
+    # json.dumps silently turns non-string keys (1, None, True, 1.5) into strings, so the
+    # state would come back changed: look for them first (keys only; dumps checks values).
+    suspect = any(
+        isinstance(document.get(part), (dict, list, tuple)) and _has_non_str_key(document[part])
+        for part in _USER_PARTS
+    )
+    if not suspect:
         try:
             return json.dumps(
                 document, separators=(",", ":"), allow_nan=False, ensure_ascii=False
             ).encode("utf-8")
         except (TypeError, ValueError):
             pass
+    found = None
+    for part in _USER_PARTS:
+        if part in document:
+            found = _find_unserializable(document[part], "run." + part)
+            if found:
+                break
     where, why = found or ("the checkpoint", "it is not JSON-serialisable")
     raise StateNotSerializable(
         f"cannot checkpoint {where}: {why}. Keep run.state to dicts, lists, strings, "
@@ -191,7 +211,7 @@ def decode_document(data: bytes, *, where: str) -> dict[str, Any]:
             "upgrade longrun in this function. The checkpoint is left untouched."
         )
     problems: list[str] = []
-    if fmt != FORMAT:
+    if type(fmt) is not int or fmt != FORMAT:  # true == 1 in Python, not in a format field
         problems.append(f"format={fmt!r}")
     if document.get("status") not in STATUSES:
         problems.append(f"status={document.get('status')!r}")
@@ -202,7 +222,7 @@ def decode_document(data: bytes, *, where: str) -> dict[str, Any]:
         problems.append("state is not an object")
     if not isinstance(document.get("cursors"), dict):
         problems.append("cursors is not an object")
-    if not isinstance(document.get("seq"), int):
+    if type(document.get("seq")) is not int:
         problems.append(f"seq={document.get('seq')!r}")
     if problems:
         raise CheckpointCorrupt(

@@ -45,7 +45,9 @@ class S3Store(CheckpointStore):
         if not isinstance(prefix, str):
             raise LongrunConfigError(f"S3Store prefix={prefix!r} must be a string.")
         self.bucket = bucket
-        self.prefix = prefix.lstrip("/")
+        # The prefix is a folder: "longrun" and "longrun/" both mean keys under "longrun/".
+        prefix = prefix.strip("/")
+        self.prefix = prefix + "/" if prefix else ""
         self._client = client
         self._session = session
         self._config = config
