@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint typecheck bench clean
+.PHONY: install test demo lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check longrun tests examples bench
 	$(BIN)/mypy longrun
 	$(BIN)/mypy --strict tests/typing
+
+bench: $(STAMP)
+	$(BIN)/python bench/iterate_overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -29,6 +29,7 @@ __all__ = [
     "Envelope",
     "decode_document",
     "encode_document",
+    "is_plain_json",
     "make_envelope",
     "parse_envelope",
     "validate_run_id",
@@ -162,6 +163,11 @@ def _has_non_str_key(value: Any) -> bool:
         else:
             stack.extend(c for c in node if isinstance(c, containers))
     return False
+
+
+def is_plain_json(value: Any) -> bool:
+    """Whether ``value`` survives a JSON round trip unchanged (keys included)."""
+    return _find_unserializable(value, "value") is None
 
 
 def encode_document(document: Mapping[str, Any]) -> bytes:

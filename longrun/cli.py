@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .config import ENV_CHECKPOINT_URI, resolve, store_from_uri
+from .config import ENV_CHECKPOINT_URI, env_store, store_from_uri
 from .errors import LongrunError
 from .stores.base import CheckpointStore
 
@@ -23,11 +23,7 @@ __all__ = ["main"]
 
 
 def _store(uri: str | None) -> CheckpointStore:
-    if uri:
-        return store_from_uri(uri, name="--store")
-    store = resolve({}).store
-    assert store is not None  # resolve raises when no store is configured
-    return store
+    return store_from_uri(uri, name="--store") if uri else env_store()
 
 
 def _summary(document: dict[str, Any]) -> dict[str, Any]:
@@ -41,7 +37,9 @@ def _summary(document: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``longrun`` console script; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="longrun", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="longrun", description="Look at and steer runs in a checkpoint store."
+    )
     parser.add_argument("--store", help=f"checkpoint store URI (default: ${ENV_CHECKPOINT_URI})")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the runs in the store")

@@ -30,6 +30,7 @@ __all__ = [
     "ENV_MAX_RUN_SECONDS",
     "ENV_MIN_MARGIN_MS",
     "Settings",
+    "env_store",
     "resolve",
     "store_from_uri",
 ]
@@ -93,6 +94,8 @@ def _seconds(name: str, raw: Any, *, allow_none: bool = False) -> float | None:
         raise LongrunConfigError(
             f"{name}={raw!r} is not a number of seconds; give e.g. {name}=60."
         ) from None
+    if allow_none and value == math.inf:
+        return None
     if not math.isfinite(value) or value <= 0:
         raise LongrunConfigError(f"{name}={raw!r} must be a positive, finite number of seconds.")
     return value
@@ -145,6 +148,18 @@ def store_from_uri(uri: str, *, name: str = ENV_CHECKPOINT_URI) -> CheckpointSto
             )
         _store_cache[uri] = store
         return store
+
+
+def env_store(env: Mapping[str, str] | None = None) -> CheckpointStore:
+    """The store named by ``LONGRUN_CHECKPOINT_URI`` (LongrunConfigError if unset)."""
+    env = os.environ if env is None else env
+    uri = env.get(ENV_CHECKPOINT_URI)
+    if not uri:
+        raise LongrunConfigError(
+            f"no checkpoint store: set {ENV_CHECKPOINT_URI}=s3://BUCKET/PREFIX/ (or "
+            "file:///PATH), or pass --store."
+        )
+    return store_from_uri(uri)
 
 
 def _pick(

@@ -12,6 +12,7 @@ import wrapt
 
 from . import _hooks
 from .config import Settings, resolve
+from .errors import LongrunConfigError, LongrunError
 from .run import Cancelled, EndHop, Run, Superseded, _activate, _deactivate
 from .runtime import Invocation, Response
 from .stores.base import CheckpointStore
@@ -47,7 +48,7 @@ def longrun(
     margin_ms: int | None = None,
     min_margin_ms: int | None = None,
     checkpoint_every_s: float | None = None,
-    max_run_seconds: float | None = None,
+    max_run_seconds: float | str | None = None,
     run_id: Callable[[Any], str] | None = None,
     lambda_client: Any = None,
     disabled: bool | None = None,
@@ -62,7 +63,7 @@ def longrun(
     margin_ms: int | None = None,
     min_margin_ms: int | None = None,
     checkpoint_every_s: float | None = None,
-    max_run_seconds: float | None = None,
+    max_run_seconds: float | str | None = None,
     run_id: Callable[[Any], str] | None = None,
     lambda_client: Any = None,
     disabled: bool | None = None,
@@ -80,9 +81,11 @@ def longrun(
     * ``checkpoint``: ``S3Store(...)``, ``FileStore(...)`` or a URI (``s3://b/p/``,
       ``file:///mnt/efs/x``); env ``LONGRUN_CHECKPOINT_URI``.
     * ``max_hops``: re-invocations allowed after the first (default 10).
-    * ``margin_ms``: a fixed margin; default adaptive, never below ``min_margin_ms`` (2000).
+    * ``margin_ms``: a fixed margin (taken as given); default adaptive: longest item with
+      headroom plus measured write and hand-off costs, never below ``min_margin_ms`` (2000).
     * ``checkpoint_every_s``: periodic checkpoint inside ``run.iterate`` (default 60).
-    * ``max_run_seconds``: wall-time limit of the whole run (default 86400).
+    * ``max_run_seconds``: wall-time limit of the whole run (default 86400; ``math.inf`` or
+      ``"off"`` for none).
     * ``run_id``: a function of the event giving the run's id, so a repeated start of the
       same job returns the existing run's status; default: the first invocation's
       ``aws_request_id`` (stable across Lambda's retries).
@@ -107,8 +110,6 @@ def longrun(
             **explicit,
         )
     if run_id is not None and not callable(run_id):
-        from .errors import LongrunConfigError
-
         raise LongrunConfigError(
             f"run_id={run_id!r} must be a function of the event returning the run's id, "
             "e.g. run_id=lambda event: event['job_id']."
@@ -186,20 +187,33 @@ def _ended(handle: Invocation | Run, exc: BaseException) -> Response:
                 "longrun": {"run_id": handle.id, "status": "stopped", "hop": 0, "disabled": True}
             }
         raise exc
-    try:
-        if isinstance(exc, EndHop):
-            return handle.ended_hop(exc)
-        if isinstance(exc, (Superseded, Cancelled)):
-            return handle.stopped(exc)
-    except (Superseded, Cancelled) as signal:
-        return handle.stopped(signal)
+    if isinstance(exc, EndHop):
+        response: Response = _finish(handle, handle.ended_hop, exc)
+        return response
+    if isinstance(exc, (Superseded, Cancelled)):
+        return handle.stopped(exc)
     if isinstance(exc, Exception):
         handle.raised(exc)
     raise exc
 
 
 def _returned(handle: Invocation | Run, result: Any) -> Any:
-    return result if isinstance(handle, Run) else handle.returned(result)
+    return result if isinstance(handle, Run) else _finish(handle, handle.returned, result)
+
+
+def _finish(handle: Invocation, step: Callable[[Any], Any], arg: Any) -> Any:
+    """Run an ending step; a lost claim is an answer, any other error is recorded and raised."""
+    try:
+        return step(arg)
+    except (Superseded, Cancelled) as signal:
+        return handle.stopped(signal)
+    except LongrunError as exc:
+        if not exc.recorded:
+            handle.raised(exc)
+        raise
+    except Exception as exc:  # a store or encoding error in the final write
+        handle.raised(exc)
+        raise
 
 
 def _detached_run(event: Any, settings: Settings) -> Run:

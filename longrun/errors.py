@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointConflict",
+    "ClaimBusy",
     "CheckpointCorrupt",
     "CheckpointFormatError",
     "CursorKeyMissing",
@@ -28,6 +29,9 @@ __all__ = [
 
 class LongrunError(Exception):
     """Root of every error raised by longrun."""
+
+    recorded = False
+    """Set once the error is written into the run's checkpoint (so it is not written twice)."""
 
 
 class LongrunConfigError(LongrunError, ValueError):
@@ -72,6 +76,15 @@ class StateNotSerializable(LongrunError, TypeError):
 
 class CursorKeyMissing(LongrunError, LookupError):
     """A keyed ``run.iterate`` could not find the key of the last finished item on resume."""
+
+
+class ClaimBusy(LongrunError):
+    """A re-delivery with the claim holder's own request id arrived before its deadline.
+
+    Lambda's retry of an invocation that died early (out of memory, a crash) looks like this,
+    and so does a duplicate of a live one: raising lets Lambda retry later (or hand the event
+    to the on-failure destination) instead of taking an answer that would end the run.
+    """
 
 
 class HopBudgetExhausted(LongrunError):

@@ -204,9 +204,28 @@ class Run:
         return name if parent is None else f"{parent.path}/{name}"
 
     def _open_loop(
-        self, name: str | None, key: Callable[[Any], Any] | None
+        self, name: str | None, key: Callable[[Any], Any] | None, ordered: bool
     ) -> tuple[_Loop, dict[str, Any]]:
+        # Validate before taking a loop number, so a rejected call shifts no default name.
+        if key is not None and not callable(key):
+            raise LongrunError(f"run.iterate(key={key!r}): key must be a function of an item.")
+        if ordered and key is None:
+            raise LongrunError("run.iterate(ordered=True) needs key=: order is judged on keys.")
+        if name is not None and (
+            not isinstance(name, str) or not name or "/" in name or name.startswith("#")
+        ):
+            raise LongrunError(
+                f"run.iterate(name={name!r}): a loop name must be a non-empty string without "
+                "'/' and not starting with '#'."
+            )
         parent = self._stack[-1] if self._stack else None
+        if name is not None:
+            path = name if parent is None else f"{parent.path}/{name}"
+            if any(loop.path == path for loop in self._stack):
+                raise LongrunError(
+                    f"run.iterate(name={name!r}) is already running in this scope; give each "
+                    "nested loop its own name."
+                )
         if parent is None:
             ordinal = self._root_children
             self._root_children += 1
@@ -215,21 +234,13 @@ class Run:
             parent.children += 1
         if name is None:
             name = f"#{ordinal}"
-        elif not isinstance(name, str) or not name or "/" in name or name.startswith("#"):
-            raise LongrunError(
-                f"run.iterate(name={name!r}): a loop name must be a non-empty string without "
-                "'/' and not starting with '#'."
-            )
         path = name if parent is None else f"{parent.path}/{name}"
-        if any(loop.path == path for loop in self._stack):
-            raise LongrunError(
-                f"run.iterate(name={name!r}) is already running in this scope; give each "
-                "nested loop its own name."
-            )
         saved = self._cursors.get(path) or {}
         pos = saved.get("pos", 0)
         loop = _Loop(path, pos if isinstance(pos, int) else 0, saved.get("key"), key)
         loop.done = bool(saved.get("done"))
+        if ordered:
+            saved = {**saved, "ordered": True}
         return loop, saved
 
     def _close_loop(self, loop: _Loop) -> None:
@@ -269,7 +280,7 @@ class Run:
         key_fn = loop.key_fn
         assert key_fn is not None
         for item in iterator:
-            key = key_fn(item)
+            key = _as_saved(key_fn(item))
             if ordered:
                 if key > saved_key:
                     return _chain_one(item, iterator)
@@ -329,13 +340,7 @@ class Run:
         * ``name``: the loop's identity within its enclosing loop item (default: the order of
           ``iterate`` calls). Give names when the order of loops can differ between hops.
         """
-        if key is not None and not callable(key):
-            raise LongrunError(f"run.iterate(key={key!r}): key must be a function of an item.")
-        loop, saved = self._open_loop(name, key)
-        if ordered and key is None:
-            raise LongrunError("run.iterate(ordered=True) needs key=: order is judged on keys.")
-        if ordered:
-            saved = {**saved, "ordered": True}
+        loop, saved = self._open_loop(name, key, ordered)
         if hasattr(iterable, "__aiter__") and not hasattr(iterable, "__iter__"):
             return self._aloop(loop, saved, iterable)
         return self._loop(loop, saved, iterable)  # type: ignore[arg-type]
@@ -401,6 +406,7 @@ class Run:
             timer = self._timer
             prev = timer.mono()
             self._between(loop, prev)
+            next_check = prev + CHECK_INTERVAL_S
             while True:
                 if pending:
                     item = pending.pop()
@@ -418,7 +424,9 @@ class Run:
                 else:
                     timer.note_item(now - prev)
                 prev = now
-                self._between(loop, now)
+                if now >= next_check:
+                    self._between(loop, now)
+                    next_check = now + CHECK_INTERVAL_S
             loop.done = True
         finally:
             self._close_loop(loop)
@@ -431,7 +439,7 @@ class Run:
         assert key_fn is not None
         saved_key, ordered = saved["key"], saved.get("ordered", False)
         async for item in iterator:
-            key = key_fn(item)
+            key = _as_saved(key_fn(item))
             if ordered and key > saved_key:
                 pending.append(item)
                 return
@@ -448,6 +456,11 @@ _MISSING = object()
 def _chain_one(first: T, rest: Iterator[T]) -> Iterator[T]:
     yield first
     yield from rest
+
+
+def _as_saved(key: Any) -> Any:
+    """A key as it comes back from the checkpoint (tuples become lists), for comparison."""
+    return json.loads(json.dumps(key)) if isinstance(key, (tuple, list, dict)) else key
 
 
 def _dumps(value: Any) -> str:

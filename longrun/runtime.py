@@ -17,11 +17,19 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _hooks
-from .checkpoint import FORMAT, Envelope, make_envelope, parse_envelope, validate_run_id
+from .checkpoint import (
+    FORMAT,
+    Envelope,
+    is_plain_json,
+    make_envelope,
+    parse_envelope,
+    validate_run_id,
+)
 from .config import Settings
 from .errors import (
     TERMINAL_ERRORS,
     CheckpointConflict,
+    ClaimBusy,
     EnvelopeError,
     HandoffFailed,
     HopBudgetExhausted,
@@ -214,6 +222,14 @@ class Invocation:
             claim = doc.get("claim") or {}
             deadline = claim.get("deadline_ms")
             if deadline is None or now < deadline:
+                if claim.get("request_id") == self.request_id:
+                    raise ClaimBusy(
+                        f"run {run_id} hop {hop} is claimed by this same request id until "
+                        f"{deadline} ms (epoch), {deadline - now if deadline else '?'} ms from "
+                        "now: either a duplicate of a live invocation or Lambda's retry of one "
+                        "that died early. Raising lets Lambda retry after the claim expires; "
+                        "nothing was run."
+                    )
                 return self._duplicate(
                     hop, f"hop {hop} is running under request {claim.get('request_id')}"
                 )
@@ -318,15 +334,17 @@ class Invocation:
         try:
             self._write(what, document)
         except CheckpointConflict:
-            assert self.run is not None
-            current = self.store.load(self.run.id)
-            if current is not None and current.document.get("status") == "cancelled":
-                log.warning("run %s hop %d: cancelled, stopping", self.run.id, self.run.hop)
-                raise Cancelled() from None
-            log.warning(
-                "run %s hop %d: superseded by another invocation", self.run.id, self.run.hop
-            )
-            raise Superseded() from None
+            raise self._lost_claim() from None
+
+    def _lost_claim(self) -> Cancelled | Superseded:
+        """Why a write by the claim holder lost its condition."""
+        assert self.run is not None
+        current = self.store.load(self.run.id)
+        if current is not None and current.document.get("status") == "cancelled":
+            log.warning("run %s hop %d: cancelled, stopping", self.run.id, self.run.hop)
+            return Cancelled()
+        log.warning("run %s hop %d: superseded by another invocation", self.run.id, self.run.hop)
+        return Superseded()
 
     def save_progress(self) -> None:
         """A checkpoint during the hop (``run.checkpoint()`` and the periodic one)."""
@@ -341,7 +359,7 @@ class Invocation:
         if run.final_cursors is None:
             run._freeze_cursors()
         next_hop = run.hop + 1
-        if signal.reason == "max_run_seconds":
+        if signal.reason == "max_run_seconds" or run._past_run_deadline(run._timer.mono()):
             self._fail(RunTimeExceeded(self._run_time_message()), keep_progress=True)
         if run.items_done() == 0 and not run.state_changed():
             remaining, margin = run.remaining_ms(), run.margin_ms()
@@ -365,10 +383,7 @@ class Invocation:
                 keep_progress=True,
             )
         if not self.function:
-            self._fail(
-                _no_function(run.id),
-                keep_progress=True,
-            )
+            self._fail(_no_function(run.id), keep_progress=True, terminal=False)
         self._write_own(
             "continue",
             self._document("continued", outcome="continued", claim=None, next="lambda"),
@@ -396,6 +411,7 @@ class Invocation:
         """
         assert self._last is not None
         run_id = self._last.document["run_id"]
+        self._hop_index = len(self._last.document["hops"]) - 1  # the hop being retried
         log.warning(
             "run %s hop %d: retried after its checkpoint; re-sending hop %d", run_id, hop, hop + 1
         )
@@ -404,6 +420,7 @@ class Invocation:
         except RecursionStopped as exc:
             with contextlib.suppress(CheckpointConflict):
                 self._record_failure(exc, terminal=True)
+                exc.recorded = True
             raise
         return _status_response(run_id, "continued", hop, next="lambda", resent=True)
 
@@ -428,7 +445,7 @@ class Invocation:
                 ) from exc
             raise HandoffFailed(
                 f"run {run_id}: checkpoint saved but starting hop {hop} failed: {exc}. "
-                "Lambda's retry of this invocation will send it again."
+                "Lambda's retry of this invocation resumes the run from this checkpoint."
             ) from exc
         self.hooks.last_handoff_s = self.hooks.mono() - start
 
@@ -436,11 +453,10 @@ class Invocation:
         """The handler finished: record the result, mark the run completed, return it."""
         run = self.run
         assert run is not None
-        try:
-            json.dumps(result, allow_nan=False)
+        if is_plain_json(result):
             stored, note = result, None
-        except (TypeError, ValueError):
-            stored, note = None, f"result of type {type(result).__name__} is not JSON"
+        else:
+            stored, note = None, f"the result (a {type(result).__name__}) is not plain JSON"
         try:
             self._write_own(
                 "complete",
@@ -503,7 +519,11 @@ class Invocation:
         try:
             self._record_failure(exc, terminal=terminal, progress=keep_progress)
         except CheckpointConflict:
-            raise Superseded() from None
+            raise self._lost_claim() from None
+        except Exception as store_exc:  # the guard's error matters more than the record
+            log.error("run %s: could not record failure: %s", self.run.id, store_exc)
+        else:
+            exc.recorded = True
         raise exc from cause
 
     def _run_time_message(self) -> str:

@@ -57,3 +57,15 @@ def test_errors_are_reported_not_raised(tmp_path: Path) -> None:
     assert bad_uri.returncode == 2 and "--store='ftp://x'" in bad_uri.stderr
     no_store = cli("list", env={"LONGRUN_CHECKPOINT_URI": ""})
     assert no_store.returncode == 2
+
+
+def test_cli_ignores_unrelated_settings(tmp_path: Path) -> None:
+    listed = cli(
+        "list",
+        env={
+            "LONGRUN_CHECKPOINT_URI": f"file://{tmp_path}",
+            "LONGRUN_MAX_HOPS": "lots",
+            "LONGRUN_DISABLED": "1",
+        },
+    )
+    assert listed.returncode == 0, listed.stderr

@@ -307,3 +307,72 @@ def test_no_progress_when_hop_starts_below_margin() -> None:
     error = outcome.invocations[0].error
     assert isinstance(error, NoProgressError)
     assert "remaining 3000 ms, margin 5000 ms" in str(error)
+
+
+def test_disabled_run_in_the_simulator_reports_the_plain_result(
+    longrun_sim: LambdaSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LONGRUN_DISABLED", "true")
+    outcome = longrun_sim.run(slow_job(MemoryStore(), n=3), {}, timeout_s=10)
+    assert outcome.status == "completed" and outcome.result == 3
+    assert outcome.checkpoints == []
+
+
+def test_max_run_seconds_in_a_manual_loop_fails_without_another_hop(longrun_sim: LambdaSim) -> None:
+    @longrun(checkpoint=MemoryStore(), max_run_seconds=30)
+    def handler(event: Any, context: Any) -> None:
+        run = current_run()
+        while True:
+            if run.should_yield():
+                run.end_hop()
+            time.sleep(1)
+            run.state["n"] = run.state.get("n", 0) + 1
+
+    outcome = longrun_sim.run(handler, {}, timeout_s=20, retries=0)
+
+    assert outcome.error is not None and outcome.error["type"] == "RunTimeExceeded"
+    assert [h.outcome for h in outcome.hops] == ["continued", "error"]
+    assert outcome.state == {"n": 30}
+
+
+def test_max_run_seconds_can_be_turned_off(longrun_sim: LambdaSim) -> None:
+    import math
+
+    handler = slow_job(MemoryStore(), n=40, max_run_seconds=math.inf)
+    outcome = longrun_sim.run(handler, {}, timeout_s=10, settings={"max_run_seconds": "off"})
+    assert outcome.status == "completed"
+
+
+def test_unserializable_result_is_returned_and_noted(longrun_sim: LambdaSim) -> None:
+    @longrun(checkpoint=MemoryStore())
+    def handler(event: Any, context: Any) -> dict[int, str]:
+        return {1: "a"}
+
+    outcome = longrun_sim.run(handler, {}, timeout_s=60)
+    assert outcome.status == "completed" and outcome.result == {1: "a"}
+    assert outcome.document is not None and outcome.document["result"] is None
+    assert "not plain JSON" in outcome.document["result_note"]
+
+
+def test_store_error_in_the_completing_write_is_recorded(longrun_sim: LambdaSim) -> None:
+    from longrun.testing import Faults
+
+    store = MemoryStore()
+    calls: list[int] = []
+
+    @longrun(checkpoint=store)
+    def handler(event: Any, context: Any) -> str:
+        calls.append(1)
+        return "done"
+
+    # Write 1 is the claim, write 2 the completion: it fails, the failure is recorded
+    # (write 3), and Lambda's retry runs the handler again and completes (writes 4, 5).
+    outcome = longrun_sim.run(handler, {}, timeout_s=60, faults=Faults(fail_writes={2}))
+    assert [c["status"] for c in outcome.checkpoints] == [
+        "running",
+        "failed",
+        "running",
+        "completed",
+    ]
+    assert outcome.checkpoints[1]["error"]["type"] == "StoreError"
+    assert outcome.status == "completed" and len(calls) == 2

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from longrun import FileStore, MemoryStore, S3Store, current_run, longrun
+from longrun import ClaimBusy, FileStore, MemoryStore, S3Store, current_run, longrun
 from longrun.testing import Faults, LambdaSim
 
 
@@ -94,10 +94,14 @@ def test_checkpoint_object_is_plain_json_in_s3(
     assert b"pickle" not in body and not body.startswith(b"\x80")
 
 
-def test_duplicate_envelope_while_hop_alive_runs_no_user_code(longrun_sim: LambdaSim) -> None:
+@pytest.mark.parametrize("request_id", ["same", "new"])
+def test_duplicate_envelope_while_hop_alive_runs_no_user_code(
+    longrun_sim: LambdaSim, request_id: str
+) -> None:
     entries: list[int] = []
 
-    @longrun(checkpoint=MemoryStore(), checkpoint_every_s=5)
+    # A user run id, so a second start with a new request id finds the same run.
+    @longrun(checkpoint=MemoryStore(), checkpoint_every_s=5, run_id=lambda event: "job-1")
     def handler(event: dict[str, Any], context: Any) -> int:
         run = current_run()
         entries.append(run.hop)
@@ -105,14 +109,27 @@ def test_duplicate_envelope_while_hop_alive_runs_no_user_code(longrun_sim: Lambd
             time.sleep(1)
         return len(entries)
 
-    outcome = longrun_sim.run(handler, {}, timeout_s=20, faults=Faults(duplicate="during"))
+    faults = Faults(duplicate="during", duplicate_request_id=request_id)
+    outcome = longrun_sim.run(handler, {}, timeout_s=20, faults=faults)
 
     assert outcome.status == "completed"
     duplicates = [r for r in outcome.invocations if r.kind == "duplicate"]
     assert len(duplicates) == len(outcome.hops)
     assert all(not r.ran_user_code for r in duplicates)
-    assert all(r.response["longrun"]["status"] == "duplicate" for r in duplicates)
     assert entries == list(range(len(outcome.hops)))  # one handler entry per hop, no more
+    if request_id == "new":
+        assert duplicates[0].response["longrun"] == {
+            "run_id": "job-1",
+            "status": "running",
+            "hop": 0,
+            "existing": True,
+        }
+        assert all(r.response["longrun"]["status"] == "duplicate" for r in duplicates[1:])
+    else:
+        # Same request id as the live claim: indistinguishable from Lambda's retry of an
+        # invocation that died early, so it raises (Lambda retries later) instead of
+        # answering "duplicate", which would end the run if the holder were dead.
+        assert all(isinstance(r.error, ClaimBusy) for r in duplicates)
 
 
 def test_duplicate_after_hop_is_refused_or_harmlessly_resends(longrun_sim: LambdaSim) -> None:

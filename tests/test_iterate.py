@@ -234,3 +234,36 @@ def test_empty_and_single_item_loops(longrun_sim: LambdaSim, n: int) -> None:
 
     outcome = longrun_sim.run(handler, {}, timeout_s=60)
     assert outcome.status == "completed" and outcome.result == list(range(n))
+
+
+def test_rejected_iterate_call_does_not_shift_default_names(longrun_sim: LambdaSim) -> None:
+    @longrun(checkpoint=MemoryStore())
+    def handler(event: Any, context: Any) -> list[str]:
+        run = current_run()
+        with pytest.raises(LongrunError):
+            run.iterate([1], name="bad/name")
+        for _ in run.iterate(range(2)):
+            pass
+        return sorted(run.cursors())
+
+    outcome = longrun_sim.run(handler, {}, timeout_s=60)
+    assert outcome.result == ["#0"]
+
+
+def test_tuple_keys_resume(longrun_sim: LambdaSim) -> None:
+    """Keys round-trip through JSON (tuples come back as lists) and still match."""
+    bodies: Counter[tuple[str, int]] = Counter()
+    items = [("part", i) for i in range(20)]
+
+    @longrun(checkpoint=MemoryStore())
+    def handler(event: Any, context: Any) -> int:
+        for item in current_run().iterate(list(items), key=lambda it: it):
+            bodies[item] += 1
+            time.sleep(1)
+        return len(bodies)
+
+    outcome = longrun_sim.run(handler, {}, timeout_s=8)
+
+    assert outcome.status == "completed" and outcome.result == 20
+    assert set(bodies.values()) == {1}
+    assert len(outcome.hops) >= 3

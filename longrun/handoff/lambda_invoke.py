@@ -30,7 +30,7 @@ def default_client() -> Any:
                 from botocore.config import Config
 
                 # A throttled hand-off must fail within the margin, not back off for seconds:
-                # Lambda's own retry of this invocation re-sends it (see runtime._resend).
+                # Lambda's own retry of this invocation resumes the run from its checkpoint.
                 config = Config(
                     retries={"mode": "standard", "total_max_attempts": 3},
                     connect_timeout=5,

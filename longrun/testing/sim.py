@@ -52,12 +52,26 @@ class Faults:
     """
 
     duplicate: str | None = None
+    duplicate_request_id: str = "same"
+    """``"same"``: a duplicate carries the original's request id (as Lambda's do);
+    ``"new"``: a fresh one, as a second Invoke of the same payload would."""
     crash_before_handoff: set[int] = field(default_factory=set)
     fail_writes: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.duplicate not in (None, "after", "during"):
             raise ValueError(f"Faults(duplicate={self.duplicate!r}): use None, 'after' or 'during'")
+        if self.duplicate_request_id not in ("same", "new"):
+            raise ValueError(
+                f"Faults(duplicate_request_id={self.duplicate_request_id!r}): use 'same' or 'new'"
+            )
+
+    def duplicate_of(self, delivery: Delivery) -> Delivery:
+        """The duplicate delivery of ``delivery``."""
+        request_id = (
+            delivery.request_id if self.duplicate_request_id == "same" else str(uuid.uuid4())
+        )
+        return Delivery(delivery.event, request_id, delivery.attempt, "duplicate")
 
 
 @dataclass
@@ -182,14 +196,7 @@ class _SimHooks(_hooks.Hooks):
             and self.delivery.kind != "duplicate"
         ):
             self.duplicated = True
-            sim._deliver(
-                Delivery(
-                    self.delivery.event,
-                    self.delivery.request_id,
-                    self.delivery.attempt,
-                    "duplicate",
-                )
-            )
+            sim._deliver(sim.faults.duplicate_of(self.delivery))
 
     def after_write(self, run_id: str, what: str, document: Mapping[str, Any]) -> None:
         self.sim._run_id = run_id
@@ -289,9 +296,7 @@ class LambdaSim:
                     self.clock.now = delivery.not_before
                 record = self._deliver(delivery)
                 if self.faults.duplicate == "after" and delivery.kind != "duplicate":
-                    self._queue.appendleft(
-                        Delivery(delivery.event, delivery.request_id, delivery.attempt, "duplicate")
-                    )
+                    self._queue.appendleft(self.faults.duplicate_of(delivery))
                 del record
         return self._outcome()
 
@@ -389,10 +394,15 @@ class LambdaSim:
     def _outcome(self) -> Outcome:
         document = self._checkpoints[-1] if self._checkpoints else None
         status = None if document is None else document.get("status")
+        if document is None and self._records and self._records[-1].outcome == "completed":
+            status = "completed"  # LONGRUN_DISABLED: no checkpoints, a plain return
         result: Any = None
         if status == "completed":
-            completing = [r for r in self._records if r.outcome == "completed" and r.ran_user_code]
-            result = completing[-1].response if completing else document.get("result")  # type: ignore[union-attr]
+            completing = [r for r in self._records if r.outcome == "completed"]
+            if completing:
+                result = completing[-1].response
+            elif document is not None:
+                result = document.get("result")
         return Outcome(
             run_id=self._run_id,
             status=status,
