@@ -21,6 +21,7 @@ from .errors import (
     ClaimBusy,
     CursorKeyMissing,
     EnvelopeError,
+    EscalationFailed,
     HandoffFailed,
     HopBudgetExhausted,
     InvalidRunId,
@@ -34,6 +35,7 @@ from .errors import (
     StateNotSerializable,
     StoreError,
 )
+from .handoff.fargate import Fargate
 from .run import Run, current_run
 from .stores import CheckpointStore, FileStore, MemoryStore, S3Store
 
@@ -50,6 +52,8 @@ __all__ = [
     "ClaimBusy",
     "CursorKeyMissing",
     "EnvelopeError",
+    "EscalationFailed",
+    "Fargate",
     "FileStore",
     "HandoffFailed",
     "HopBudgetExhausted",

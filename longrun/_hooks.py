@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .config import FargateSettings
     from .run import Run
 
 
@@ -42,6 +43,12 @@ class Hooks:
     last_handoff_s: float | None = None
     """The last hand-off duration measured in this process: async self-invocations often
     land on a warm instance of the same function, so the next hop starts with it."""
+
+    def start_task(self, settings: FargateSettings, run_id: str, hop: int) -> str:
+        """Start the Fargate task of hop ``hop``; returns its ARN."""
+        from .handoff.fargate import start_task
+
+        return start_task(settings, run_id, hop)
 
     def before_write(self, run_id: str, what: str) -> None:
         """Called before every checkpoint write; a harness may add latency or fail here."""

@@ -66,5 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
+def run() -> None:
+    """Console-script entry point (``longrun``)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

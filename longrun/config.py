@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -42,11 +42,31 @@ ENV_MIN_MARGIN_MS = "LONGRUN_MIN_MARGIN_MS"
 ENV_CHECKPOINT_EVERY_S = "LONGRUN_CHECKPOINT_EVERY_S"
 ENV_MAX_RUN_SECONDS = "LONGRUN_MAX_RUN_SECONDS"
 ENV_DISABLED = "LONGRUN_DISABLED"
+ENV_FARGATE_CLUSTER = "LONGRUN_FARGATE_CLUSTER"
+ENV_FARGATE_TASK_DEFINITION = "LONGRUN_FARGATE_TASK_DEFINITION"
+ENV_FARGATE_CONTAINER = "LONGRUN_FARGATE_CONTAINER"
+ENV_FARGATE_SUBNETS = "LONGRUN_FARGATE_SUBNETS"
+ENV_FARGATE_SECURITY_GROUPS = "LONGRUN_FARGATE_SECURITY_GROUPS"
+ENV_FARGATE_ASSIGN_PUBLIC_IP = "LONGRUN_FARGATE_ASSIGN_PUBLIC_IP"
+ENV_FARGATE_SPOT = "LONGRUN_FARGATE_SPOT"
+ENV_FARGATE_PLATFORM_VERSION = "LONGRUN_FARGATE_PLATFORM_VERSION"
+ENV_FARGATE_MAX_S = "LONGRUN_FARGATE_MAX_S"
+ENV_FARGATE_LEASE_S = "LONGRUN_FARGATE_LEASE_S"
+ENV_FARGATE_STOP_S = "LONGRUN_FARGATE_STOP_S"
+# Set by longrun in the RunTask overrides; read by the container runner.
+ENV_RUN_ID = "LONGRUN_RUN_ID"
+ENV_HOP = "LONGRUN_HOP"
+ENV_HANDLER = "LONGRUN_HANDLER"
+ENV_FUNCTION_NAME = "LONGRUN_FUNCTION_NAME"
+ENV_EVENT_URI = "LONGRUN_EVENT_URI"
 
 DEFAULT_MAX_HOPS = 10
 DEFAULT_MIN_MARGIN_MS = 2000
 DEFAULT_CHECKPOINT_EVERY_S = 60.0
 DEFAULT_MAX_RUN_SECONDS = 86400.0
+DEFAULT_FARGATE_MAX_S = 86400.0
+DEFAULT_FARGATE_LEASE_S = 600.0
+DEFAULT_FARGATE_STOP_S = 20.0
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -65,6 +85,37 @@ class Settings:
     max_run_seconds: float | None
     """``None`` means no wall-time limit."""
     disabled: bool
+    escalate: FargateSettings | None = None
+    """Where a run goes when Lambda hops cannot carry it on (``None``: nowhere, it fails)."""
+
+
+@dataclass(frozen=True)
+class FargateSettings:
+    """Resolved settings of the Fargate escalation target."""
+
+    cluster: str
+    task_definition: str
+    container: str
+    subnets: tuple[str, ...]
+    security_groups: tuple[str, ...]
+    assign_public_ip: bool
+    spot: bool
+    platform_version: str | None
+    handler: str | None
+    """``LONGRUN_HANDLER`` for the container (image mode), when the image does not set it."""
+    function_name: str | None
+    """``LONGRUN_FUNCTION_NAME`` for the container (function mode)."""
+    client: Any = None
+    session: Any = None
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """Settings of the container runner itself."""
+
+    max_s: float
+    lease_s: float
+    stop_s: float
 
 
 def _int(name: str, raw: Any, *, minimum: int) -> int:
@@ -226,6 +277,8 @@ def resolve(
     name, raw = pick("disabled", ENV_DISABLED)
     disabled = False if raw is None else _bool(name, raw)
 
+    escalate = resolve_fargate(overrides.get("escalate", explicit.get("escalate")), env)
+
     if store is None and not disabled:
         raise LongrunConfigError(
             f"no checkpoint store: pass checkpoint=S3Store(...) / FileStore(...) to @longrun, "
@@ -239,7 +292,123 @@ def resolve(
         checkpoint_every_s=every,
         max_run_seconds=max_run,
         disabled=disabled,
+        escalate=escalate,
     )
+
+
+def _list(name: str, raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        items = [part.strip() for part in raw.split(",")]
+    elif isinstance(raw, (list, tuple)):
+        items = [str(part).strip() for part in raw]
+    else:
+        raise LongrunConfigError(f"{name}={raw!r} must be a list (or a comma-separated string).")
+    if not all(items):
+        raise LongrunConfigError(f"{name}={raw!r} has an empty entry; give e.g. subnet-1,subnet-2.")
+    return tuple(items)
+
+
+def resolve_fargate(fargate: Any, env: Mapping[str, str] | None = None) -> FargateSettings | None:
+    """Resolve ``escalate=Fargate(...)`` (fields left ``None`` come from ``LONGRUN_FARGATE_*``).
+
+    Without the argument, escalation is configured when ``LONGRUN_FARGATE_CLUSTER`` is set;
+    ``escalate=True`` requires it from the environment; ``escalate=False`` turns it off
+    whatever the environment says.
+    """
+    env = os.environ if env is None else env
+    if fargate is False:
+        return None
+    if fargate is None or fargate is True:
+        if fargate is None and not env.get(ENV_FARGATE_CLUSTER):
+            return None
+        fields: dict[str, Any] = {}
+    else:
+        from .handoff.fargate import Fargate
+
+        if not isinstance(fargate, Fargate):
+            raise LongrunConfigError(
+                f"escalate={fargate!r} is not a Fargate(...) target; pass "
+                "escalate=Fargate(cluster=..., task_definition=..., ...) or False."
+            )
+        fields = {k: v for k, v in vars(fargate).items() if not k.startswith("_")}
+
+    def pick(key: str, env_name: str) -> tuple[str, Any]:
+        if fields.get(key) is not None:
+            return f"Fargate({key}=...)", fields[key]
+        if env.get(env_name):
+            return env_name, env[env_name]
+        return env_name, None
+
+    def required(key: str, env_name: str) -> str:
+        _, raw = pick(key, env_name)
+        if raw is None or not str(raw).strip():
+            raise LongrunConfigError(
+                f"Fargate escalation needs {key}: pass Fargate({key}=...) or set {env_name}."
+            )
+        return str(raw).strip()
+
+    cluster = required("cluster", ENV_FARGATE_CLUSTER)
+    task_definition = required("task_definition", ENV_FARGATE_TASK_DEFINITION)
+    container = required("container", ENV_FARGATE_CONTAINER)
+    name, raw = pick("subnets", ENV_FARGATE_SUBNETS)
+    if raw is None:
+        raise LongrunConfigError(
+            f"Fargate escalation needs subnets (awsvpc networking): pass "
+            f"Fargate(subnets=[...]) or set {ENV_FARGATE_SUBNETS}=subnet-1,subnet-2."
+        )
+    subnets = _list(name, raw)
+    name, raw = pick("security_groups", ENV_FARGATE_SECURITY_GROUPS)
+    security_groups = () if raw is None else _list(name, raw)
+    name, raw = pick("assign_public_ip", ENV_FARGATE_ASSIGN_PUBLIC_IP)
+    public_ip = False if raw is None else _bool(name, raw)
+    name, raw = pick("spot", ENV_FARGATE_SPOT)
+    spot = False if raw is None else _bool(name, raw)
+    _, platform = pick("platform_version", ENV_FARGATE_PLATFORM_VERSION)
+    return FargateSettings(
+        cluster=cluster,
+        task_definition=task_definition,
+        container=container,
+        subnets=subnets,
+        security_groups=security_groups,
+        assign_public_ip=public_ip,
+        spot=spot,
+        platform_version=None if platform is None else str(platform),
+        handler=fields.get("handler"),
+        function_name=fields.get("function_name"),
+        client=fields.get("client"),
+        session=fields.get("session"),
+    )
+
+
+def resolve_runner(env: Mapping[str, str] | None = None) -> RunnerSettings:
+    """The container runner's own limits (``LONGRUN_FARGATE_MAX_S``, ``_LEASE_S``, ``_STOP_S``)."""
+    env = os.environ if env is None else env
+
+    def seconds(env_name: str, default: float) -> float:
+        raw = env.get(env_name)
+        value = default if not raw else _seconds(env_name, raw)
+        assert value is not None
+        return value
+
+    return RunnerSettings(
+        max_s=seconds(ENV_FARGATE_MAX_S, DEFAULT_FARGATE_MAX_S),
+        lease_s=seconds(ENV_FARGATE_LEASE_S, DEFAULT_FARGATE_LEASE_S),
+        stop_s=seconds(ENV_FARGATE_STOP_S, DEFAULT_FARGATE_STOP_S),
+    )
+
+
+def runner_target(env: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """What the container runner was asked to run (from its task's environment)."""
+    env = os.environ if env is None else env
+    return {
+        name: env.get(name) or None
+        for name in (ENV_RUN_ID, ENV_HOP, ENV_HANDLER, ENV_FUNCTION_NAME, ENV_EVENT_URI)
+    }
+
+
+def environment() -> MutableMapping[str, str]:
+    """The process environment (for the runner, which must merge a function's variables)."""
+    return os.environ
 
 
 RunIdFunc = Callable[[Any], str]

@@ -13,6 +13,7 @@ import wrapt
 from . import _hooks
 from .config import Settings, resolve
 from .errors import LongrunConfigError, LongrunError
+from .handoff.fargate import Fargate
 from .run import Cancelled, EndHop, Run, Superseded, _activate, _deactivate
 from .runtime import Invocation, Response
 from .stores.base import CheckpointStore
@@ -50,6 +51,7 @@ def longrun(
     checkpoint_every_s: float | None = None,
     max_run_seconds: float | str | None = None,
     run_id: Callable[[Any], str] | None = None,
+    escalate: Fargate | bool | None = None,
     lambda_client: Any = None,
     disabled: bool | None = None,
 ) -> Callable[[F], F]: ...
@@ -65,6 +67,7 @@ def longrun(
     checkpoint_every_s: float | None = None,
     max_run_seconds: float | str | None = None,
     run_id: Callable[[Any], str] | None = None,
+    escalate: Fargate | bool | None = None,
     lambda_client: Any = None,
     disabled: bool | None = None,
 ) -> F | Callable[[F], F]:
@@ -89,6 +92,9 @@ def longrun(
     * ``run_id``: a function of the event giving the run's id, so a repeated start of the
       same job returns the existing run's status; default: the first invocation's
       ``aws_request_id`` (stable across Lambda's retries).
+    * ``escalate``: ``Fargate(...)``, where a run continues when Lambda hops cannot carry it
+      (hop budget used up, a hop without progress, recursive-loop detection); default: from
+      ``LONGRUN_FARGATE_*`` when ``LONGRUN_FARGATE_CLUSTER`` is set, else none; ``False``: none.
     * ``lambda_client``: a boto3 Lambda client for the self re-invocation (default: created
       on first use).
     * ``disabled``: run the handler with no checkpoints and no hops (``LONGRUN_DISABLED``).
@@ -101,6 +107,7 @@ def longrun(
         "checkpoint_every_s": checkpoint_every_s,
         "max_run_seconds": max_run_seconds,
         "disabled": disabled,
+        "escalate": escalate,
     }
     if wrapped is None:
         return functools.partial(

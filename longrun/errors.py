@@ -12,6 +12,7 @@ __all__ = [
     "CheckpointFormatError",
     "CursorKeyMissing",
     "EnvelopeError",
+    "EscalationFailed",
     "HandoffFailed",
     "HopBudgetExhausted",
     "InvalidRunId",
@@ -101,6 +102,10 @@ class RecursionStopped(LongrunError):
 
 class RunTimeExceeded(LongrunError):
     """The run has been going for longer than ``max_run_seconds``."""
+
+
+class EscalationFailed(LongrunError):
+    """ECS did not start the Fargate task a run was escalated to (the ECS reason is given)."""
 
 
 class HandoffFailed(LongrunError):

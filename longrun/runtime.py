@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import traceback
 import uuid
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from .errors import (
     CheckpointConflict,
     ClaimBusy,
     EnvelopeError,
+    EscalationFailed,
     HandoffFailed,
     HopBudgetExhausted,
     LongrunError,
@@ -85,6 +87,9 @@ class Invocation:
         self._last: Loaded | None = None
         self._hop_index = -1
         self._write_s: float | None = None
+        lease = getattr(context, "longrun_lease_s", None)
+        self._lease_s: float | None = float(lease) if isinstance(lease, (int, float)) else None
+        self._lock = threading.RLock()
 
     # -- claiming ---------------------------------------------------------------------------
 
@@ -96,6 +101,10 @@ class Invocation:
         return self._begin_hop(envelope)
 
     def _write(self, what: str, document: dict[str, Any], *, create: bool = False) -> Loaded:
+        with self._lock:
+            return self._write_locked(what, document, create=create)
+
+    def _write_locked(self, what: str, document: dict[str, Any], *, create: bool) -> Loaded:
         hooks = self.hooks
         start = hooks.mono()
         hooks.before_write(document["run_id"], what)
@@ -171,7 +180,11 @@ class Invocation:
         return self._claim_existing(envelope.hop)
 
     def _claim(self, now: int) -> dict[str, Any]:
+        """This invocation's lease: until its deadline, or for ``lease_s`` when it has none
+        worth the name (a Fargate task), renewed by every write and by heartbeats."""
         remaining = self._timer_probe()
+        if self._lease_s is not None:
+            remaining = min(remaining, int(self._lease_s * 1000))
         deadline = None if remaining >= NO_DEADLINE_MS else now + remaining
         return {"request_id": self.request_id, "deadline_ms": deadline, "where": self.where}
 
@@ -216,7 +229,10 @@ class Invocation:
         last_hop = (doc.get("hops") or [{}])[-1]
         retry = last_hop.get("request_id") == self.request_id
         if hop == current + 1:
-            if status != "continued":
+            handed_to_me = status == "continued" or (
+                status == "escalated" and self.where == "fargate"
+            )
+            if not handed_to_me:
                 return self._duplicate(hop, f"hop {current} is {status}, not handed off")
         elif status == "running":
             claim = doc.get("claim") or {}
@@ -241,6 +257,8 @@ class Invocation:
             )
         elif status == "continued" and retry:
             return self._resend(hop)
+        elif status == "escalated" and retry:
+            return self._restart_task(hop)
         elif status == "failed" and retry:
             error = doc.get("error") or {}
             terminal = TERMINAL_ERRORS.get(str(error.get("type")))
@@ -329,12 +347,31 @@ class Invocation:
         doc.update(fields)
         return doc
 
-    def _write_own(self, what: str, document: dict[str, Any]) -> None:
+    def _write_own(
+        self, what: str, status: str, *, outcome: str | None = None, **fields: Any
+    ) -> None:
         """A write by the claim holder: a lost condition means cancelled or superseded."""
-        try:
-            self._write(what, document)
-        except CheckpointConflict:
-            raise self._lost_claim() from None
+        with self._lock:
+            document = self._document(status, outcome=outcome, **fields)
+            try:
+                self._write(what, document)
+            except CheckpointConflict:
+                raise self._lost_claim() from None
+
+    def heartbeat(self) -> bool:
+        """Renew a leased claim (Fargate) without touching progress; False if it was lost."""
+        with self._lock:
+            if self._last is None or self.run is None or self._lease_s is None:
+                return True
+            doc = json.loads(self._last.data)
+            if doc.get("status") != "running":
+                return True
+            doc["claim"] = self._claim(self.hooks.wall_ms())
+            try:
+                self._write("heartbeat", doc)
+            except CheckpointConflict:
+                return False
+            return True
 
     def _lost_claim(self) -> Cancelled | Superseded:
         """Why a write by the claim holder lost its condition."""
@@ -348,7 +385,7 @@ class Invocation:
 
     def save_progress(self) -> None:
         """A checkpoint during the hop (``run.checkpoint()`` and the periodic one)."""
-        self._write_own("checkpoint", self._document("running", outcome=None))
+        self._write_own("checkpoint", "running", claim=self._claim(self.hooks.wall_ms()))
 
     # -- endings ----------------------------------------------------------------------------
 
@@ -359,38 +396,51 @@ class Invocation:
         if run.final_cursors is None:
             run._freeze_cursors()
         next_hop = run.hop + 1
+        escalate = self.settings.escalate
         if signal.reason == "max_run_seconds" or run._past_run_deadline(run._timer.mono()):
             self._fail(RunTimeExceeded(self._run_time_message()), keep_progress=True)
-        if run.items_done() == 0 and not run.state_changed():
-            remaining, margin = run.remaining_ms(), run.margin_ms()
-            self._fail(
-                NoProgressError(
-                    f"run {run.id} hop {run.hop} ended without finishing an item or changing "
-                    f"state (remaining {remaining} ms, margin {margin} ms): another hop would "
-                    "do the same. A single step needs more time than a hop offers: raise the "
-                    "function timeout, lower LONGRUN_MARGIN_MS, split the step, or configure "
-                    "escalation to Fargate."
-                ),
-                keep_progress=True,
-            )
+        progress = run.items_done() > 0 or run.state_changed()
+        if self.where == "fargate":
+            # A task is stopped (Spot interruption, scale-in) or asked to end its hop: a
+            # replacement task carries on. A task without a signal and without progress
+            # would only start another like itself.
+            if not progress and signal.reason != "stop":
+                self._fail(self._no_progress(run), keep_progress=True)
+            if escalate is None:
+                self._fail(
+                    EscalationFailed(
+                        f"run {run.id} hop {run.hop} ran in Fargate and must continue in a "
+                        "replacement task, but no Fargate target is configured in the "
+                        "container (escalate=Fargate(...) or LONGRUN_FARGATE_* variables)."
+                    ),
+                    keep_progress=True,
+                    terminal=False,
+                )
+            return self._escalate(next_hop, "replacement after " + signal.reason)
+        if not progress:
+            if escalate is not None:
+                return self._escalate(next_hop, "no progress in a Lambda hop")
+            self._fail(self._no_progress(run), keep_progress=True)
         if next_hop > self.settings.max_hops:
+            if escalate is not None:
+                return self._escalate(next_hop, "hop budget used up")
             self._fail(
                 HopBudgetExhausted(
                     f"run {run.id} used its {self.settings.max_hops} re-invocations "
                     f"(max_hops / LONGRUN_MAX_HOPS) and is not finished. Its checkpoint is "
-                    "kept: raise max_hops, or configure escalation to Fargate, then resume it."
+                    "kept: raise max_hops, or configure escalation to Fargate "
+                    "(escalate=Fargate(...)) so that runs carry on in a container."
                 ),
                 keep_progress=True,
             )
         if not self.function:
             self._fail(_no_function(run.id), keep_progress=True, terminal=False)
-        self._write_own(
-            "continue",
-            self._document("continued", outcome="continued", claim=None, next="lambda"),
-        )
+        self._write_own("continue", "continued", outcome="continued", claim=None, next="lambda")
         try:
             self._send(run.id, next_hop)
         except RecursionStopped as exc:
+            if escalate is not None:
+                return self._escalate(next_hop, "recursive loop detection", after_continue=True)
             self._fail(exc, cause=exc.__cause__)
         except HandoffFailed as exc:
             self._fail(exc, terminal=False, cause=exc.__cause__)
@@ -402,6 +452,63 @@ class Invocation:
             run.items_done(),
         )
         return _status_response(run.id, "continued", run.hop, next="lambda")
+
+    def _no_progress(self, run: Run) -> NoProgressError:
+        return NoProgressError(
+            f"run {run.id} hop {run.hop} ended without finishing an item or changing state "
+            f"(remaining {run.remaining_ms()} ms, margin {run.margin_ms()} ms): another hop "
+            "would do the same. A single step needs more time than a hop offers: raise the "
+            "function timeout, lower LONGRUN_MARGIN_MS, split the step, or configure "
+            "escalation to Fargate (escalate=Fargate(...))."
+        )
+
+    def _escalate(self, next_hop: int, reason: str, *, after_continue: bool = False) -> Response:
+        """Checkpoint as ``escalated`` and start the Fargate task that runs ``next_hop``."""
+        run = self.run
+        assert run is not None
+        escalation = {"reason": reason, "hop": next_hop, "task_arn": None}
+        if after_continue:  # the "continued" write is already there: only change the status
+            self._write_own(
+                "escalate", "escalated", claim=None, next="fargate", escalation=escalation
+            )
+        else:
+            self._write_own(
+                "escalate",
+                "escalated",
+                outcome="escalated",
+                claim=None,
+                next="fargate",
+                escalation=escalation,
+            )
+        task_arn = self._start_task(run.id, next_hop)
+        log.info(
+            "run %s hop %d: escalated to Fargate as hop %d (%s): %s",
+            run.id,
+            run.hop,
+            next_hop,
+            reason,
+            task_arn,
+        )
+        return _status_response(run.id, "continued", run.hop, next="fargate", task_arn=task_arn)
+
+    def _start_task(self, run_id: str, hop: int) -> str:
+        """RunTask for ``hop``, then record its ARN (a lost race there is harmless)."""
+        escalate = self.settings.escalate
+        assert escalate is not None and self._last is not None
+        try:
+            task_arn = self.hooks.start_task(escalate, run_id, hop)
+        except EscalationFailed as exc:
+            if self.run is not None:
+                self._fail(exc, terminal=False, cause=exc.__cause__)
+            raise
+        with self._lock:
+            doc = json.loads(self._last.data)
+            doc["escalation"] = {**(doc.get("escalation") or {}), "task_arn": task_arn}
+            doc["updated_ms"] = self.hooks.wall_ms()
+            # A lost race means the task already claimed the run: it runs, which is the point.
+            with contextlib.suppress(CheckpointConflict):
+                self._write("task", doc)
+        return task_arn
 
     def _resend(self, hop: int) -> Response:
         """Lambda retried a hop that checkpointed but may not have handed off: hand off again.
@@ -423,6 +530,21 @@ class Invocation:
                 exc.recorded = True
             raise
         return _status_response(run_id, "continued", hop, next="lambda", resent=True)
+
+    def _restart_task(self, hop: int) -> Response:
+        """Lambda retried the hop that escalated: start the task again unless one is known."""
+        assert self._last is not None
+        doc = self._last.document
+        run_id, escalation = doc["run_id"], doc.get("escalation") or {}
+        if escalation.get("task_arn"):
+            return self._duplicate(hop, f"already escalated to {escalation['task_arn']}")
+        if self.settings.escalate is None:
+            return self._duplicate(hop, "escalated, but no Fargate target is configured here")
+        self._hop_index = len(doc["hops"]) - 1
+        task_arn = self._start_task(run_id, hop + 1)
+        return _status_response(
+            run_id, "continued", hop, next="fargate", task_arn=task_arn, resent=True
+        )
 
     def _send(self, run_id: str, hop: int) -> None:
         """Invoke this function asynchronously with the envelope of ``hop``."""
@@ -460,9 +582,11 @@ class Invocation:
         try:
             self._write_own(
                 "complete",
-                self._document(
-                    "completed", outcome="completed", claim=None, result=stored, result_note=note
-                ),
+                "completed",
+                outcome="completed",
+                claim=None,
+                result=stored,
+                result_note=note,
             )
         except (Superseded, Cancelled) as signal:
             return self.stopped(signal)
@@ -487,6 +611,10 @@ class Invocation:
     def _record_failure(
         self, exc: BaseException, *, terminal: bool, progress: bool = False
     ) -> None:
+        with self._lock:
+            self._record_failure_locked(exc, terminal=terminal, progress=progress)
+
+    def _record_failure_locked(self, exc: BaseException, *, terminal: bool, progress: bool) -> None:
         assert self._last is not None
         error = {
             "type": type(exc).__name__,
