@@ -3,6 +3,7 @@
     longrun list   [--store URI]
     longrun status [--store URI] RUN_ID
     longrun cancel [--store URI] RUN_ID
+    longrun resume [--store URI] RUN_ID [--fargate] [--function ARN]
 
 ``--store`` defaults to ``LONGRUN_CHECKPOINT_URI`` (``s3://bucket/prefix/`` or ``file:///path``).
 """
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .config import ENV_CHECKPOINT_URI, env_store, store_from_uri
+from .config import ENV_CHECKPOINT_URI, env_store, resolve_fargate, store_from_uri
 from .errors import LongrunError
 from .stores.base import CheckpointStore
 
@@ -35,6 +36,19 @@ def _summary(document: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def _resume(store: CheckpointStore, run_id: str, *, fargate: bool, function: str | None) -> int:
+    from .resume import resume_in_fargate, resume_in_lambda
+
+    if fargate:
+        target = resolve_fargate(True)
+        assert target is not None
+        done = resume_in_fargate(store, target, run_id, reason="longrun resume")
+    else:
+        done = resume_in_lambda(store, run_id, function=function)
+    print(json.dumps({k: v for k, v in vars(done).items() if v is not None}))
+    return 0 if done.action != "skipped" else 3
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``longrun`` console script; returns the exit status."""
     parser = argparse.ArgumentParser(
@@ -48,6 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     status.add_argument("--full", action="store_true", help="print the whole checkpoint")
     cancel = commands.add_parser("cancel", help="cancel a run: its next hop does not run")
     cancel.add_argument("run_id")
+    resume = commands.add_parser(
+        "resume", help="carry on a failed or stuck run (not a live, completed or cancelled one)"
+    )
+    resume.add_argument("run_id")
+    resume.add_argument(
+        "--fargate", action="store_true", help="in a Fargate task (LONGRUN_FARGATE_* settings)"
+    )
+    resume.add_argument("--function", help="function to invoke (default: the run's own)")
     args = parser.parse_args(argv)
     try:
         store = _store(args.store)
@@ -57,9 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "status":
             document = store.status(args.run_id)
             print(json.dumps(document if args.full else _summary(document), indent=2))
-        else:
+        elif args.command == "cancel":
             document = store.cancel(args.run_id)
             print(f"run {args.run_id}: {document['status']}")
+        else:
+            return _resume(store, args.run_id, fargate=args.fargate, function=args.function)
     except LongrunError as exc:
         print(f"longrun: {exc}", file=sys.stderr)
         return 2

@@ -139,6 +139,7 @@ class Invocation:
             "status": "running",
             "hop": 0,
             "origin_request_id": self.request_id,
+            "function": self.function,
             "created_ms": now,
             "updated_ms": now,
             "claim": self._claim(now),
