@@ -26,7 +26,13 @@ from ..config import (
 )
 from ..errors import EscalationFailed
 
-__all__ = ["MAX_OVERRIDES_CHARS", "Fargate", "container_overrides", "start_task"]
+__all__ = [
+    "MAX_OVERRIDES_CHARS",
+    "Fargate",
+    "container_overrides",
+    "start_event_task",
+    "start_task",
+]
 
 log = logging.getLogger("longrun")
 
@@ -90,6 +96,10 @@ def container_overrides(
     if settings.function_name:
         env[ENV_FUNCTION_NAME] = settings.function_name
     env.update(extra_env or {})
+    return _overrides(settings, env, what=f"run {run_id}")
+
+
+def _overrides(settings: FargateSettings, env: Mapping[str, str], *, what: str) -> dict[str, Any]:
     overrides = {
         "containerOverrides": [
             {
@@ -101,7 +111,7 @@ def container_overrides(
     size = len(json.dumps(overrides, separators=(",", ":")))
     if size > MAX_OVERRIDES_CHARS:
         raise EscalationFailed(
-            f"the RunTask overrides for run {run_id} would be {size} characters, over ECS's "
+            f"the RunTask overrides for {what} would be {size} characters, over ECS's "
             f"limit of {MAX_OVERRIDES_CHARS}: shorten the handler path "
             f"({ENV_HANDLER}) or pass large inputs by reference ({ENV_EVENT_URI})."
         )
@@ -134,6 +144,23 @@ def start_task(
     on on-demand FARGATE. Other ``failures`` raise EscalationFailed with ECS's reasons.
     """
     overrides = container_overrides(settings, run_id, hop, extra_env)
+    tags = {"longrun:run-id": run_id, "longrun:hop": str(hop)}
+    return _start(settings, overrides, tags, what=f"run {run_id}")
+
+
+def start_event_task(
+    settings: FargateSettings, *, function_name: str, event_uri: str, tag: str
+) -> str:
+    """Start a task that runs one stored event through an undecorated function's handler
+    (the runner's function mode); ``tag`` names it (the failed invocation's request id)."""
+    env = {ENV_FUNCTION_NAME: function_name, ENV_EVENT_URI: event_uri}
+    overrides = _overrides(settings, env, what=f"request {tag}")
+    return _start(settings, overrides, {"longrun:request-id": tag}, what=f"request {tag}")
+
+
+def _start(
+    settings: FargateSettings, overrides: dict[str, Any], tags: Mapping[str, str], *, what: str
+) -> str:
     vpc: dict[str, Any] = {
         "subnets": list(settings.subnets),
         "assignPublicIp": "ENABLED" if settings.assign_public_ip else "DISABLED",
@@ -147,10 +174,7 @@ def start_task(
         "networkConfiguration": {"awsvpcConfiguration": vpc},
         "overrides": overrides,
         "startedBy": STARTED_BY,
-        "tags": [
-            {"key": "longrun:run-id", "value": run_id},
-            {"key": "longrun:hop", "value": str(hop)},
-        ],
+        "tags": [{"key": k, "value": v} for k, v in tags.items()],
     }
     if settings.platform_version:
         request["platformVersion"] = settings.platform_version
@@ -166,8 +190,8 @@ def start_task(
         if not _capacity_failure(failures):
             raise _failed(request, failures)
         log.warning(
-            "run %s: no FARGATE_SPOT capacity (%s), falling back to on-demand FARGATE",
-            run_id,
+            "%s: no FARGATE_SPOT capacity (%s), falling back to on-demand FARGATE",
+            what,
             _reasons(failures),
         )
     arn, failures = _run_task(client, {**request, "launchType": "FARGATE"})
