@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 __all__ = ["HopKilled", "VirtualClock"]
 
@@ -22,12 +23,25 @@ class VirtualClock:
         self.now = 0.0
         self.start_epoch_s = start_epoch_s
         self.deadline: float | None = None
+        self._alarms: list[tuple[float, Callable[[], None]]] = []
+
+    def at(self, when: float, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when virtual time reaches ``when`` (e.g. a SIGTERM)."""
+        self._alarms.append((when, callback))
+        self._alarms.sort(key=lambda alarm: alarm[0])
 
     def advance(self, seconds: float) -> None:
         """Move time forward; raise HopKilled (time stops at the deadline) when it passes it."""
         if not (seconds >= 0 and math.isfinite(seconds)):
             raise ValueError(f"cannot advance the clock by {seconds!r} seconds")
         target = self.now + seconds
+        while self._alarms and self._alarms[0][0] <= target:
+            when, callback = self._alarms.pop(0)
+            if self.deadline is not None and when >= self.deadline:
+                self._alarms.insert(0, (when, callback))
+                break
+            self.now = max(self.now, when)
+            callback()
         if self.deadline is not None and target >= self.deadline:
             self.now = self.deadline
             raise HopKilled(f"deadline reached at t={self.deadline:.3f}s")

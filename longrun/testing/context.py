@@ -34,6 +34,13 @@ class FakeContext:
         self.log_stream_name = "sim"
         self.identity = None
         self.client_context = None
+        self.longrun_where: str | None = None
+        """``"fargate"`` for a simulated container hop (how longrun tells where it runs)."""
+        self.longrun_lease_s: float | None = None
+
+    def stop(self, grace_s: float) -> None:
+        """A SIGTERM to a (simulated) container: only ``grace_s`` seconds remain."""
+        self.deadline_s = min(self.deadline_s, self._clock.now + grace_s)
 
     def get_remaining_time_in_millis(self) -> int:
         """Milliseconds to the deadline, never negative (as in Lambda)."""

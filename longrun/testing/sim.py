@@ -27,6 +27,7 @@ from unittest import mock
 from .. import _hooks
 from ..errors import StoreError
 from ..handoff.lambda_invoke import MAX_ASYNC_PAYLOAD
+from ..checkpoint import make_envelope
 from ..run import Run
 from .clock import HopKilled, VirtualClock
 from .context import FakeContext
@@ -49,6 +50,7 @@ class Faults:
       "continued" checkpoint and before the next hop is sent (once each).
     * ``fail_writes``: 1-based numbers of checkpoint writes (counted over the whole run)
       that fail with a StoreError, as an S3 500 or a full disk would.
+    * ``sigterm_after_s``: ``{hop: seconds}``, a SIGTERM to the Fargate task running ``hop``.
     """
 
     duplicate: str | None = None
@@ -57,6 +59,9 @@ class Faults:
     ``"new"``: a fresh one, as a second Invoke of the same payload would."""
     crash_before_handoff: set[int] = field(default_factory=set)
     fail_writes: set[int] = field(default_factory=set)
+    sigterm_after_s: dict[int, float] = field(default_factory=dict)
+    """Hop numbers of Fargate tasks that get a SIGTERM (a Spot interruption) that many
+    virtual seconds after they start."""
 
     def __post_init__(self) -> None:
         if self.duplicate not in (None, "after", "during"):
@@ -81,7 +86,7 @@ class Delivery:
     event: Any
     request_id: str
     attempt: int = 1
-    kind: str = "start"  # start | hop | retry | duplicate
+    kind: str = "start"  # start | hop | retry | duplicate | fargate
     not_before: float = 0.0
 
 
@@ -208,6 +213,14 @@ class _SimHooks(_hooks.Hooks):
         self.record.where = run.where
         self.record.ran_user_code = True
 
+    def start_task(self, settings: Any, run_id: str, hop: int) -> str:
+        arn = f"arn:aws:ecs:us-east-1:123456789012:task/sim/{uuid.uuid4().hex}"
+        self.sim.tasks.append({"task_arn": arn, "run_id": run_id, "hop": hop})
+        self.sim._queue.append(
+            Delivery(make_envelope(run_id, hop), f"fargate-{uuid.uuid4()}", 1, "fargate")
+        )
+        return arn
+
     def invoke_async(self, function: str, payload: bytes, client: Any) -> None:
         sim = self.sim
         if sim.handoff_latency_s:
@@ -237,6 +250,11 @@ class LambdaSim:
         self._checkpoints: list[dict[str, Any]] = []
         self._dead: list[Delivery] = []
         self._writes = 0
+        self.tasks: list[dict[str, Any]] = []
+        """Fargate tasks started (``task_arn``, ``run_id``, ``hop``); each runs as a delivery."""
+        self.fargate_max_s = 86400.0
+        self.fargate_lease_s = 600.0
+        self.fargate_stop_s = 20.0
         self._last_handoff_s: float | None = None
         self._run_id: str | None = None
         self._handler: Callable[..., Any] | None = None
@@ -260,6 +278,7 @@ class LambdaSim:
         handoff_latency_s: float = 0.0,
         max_invocations: int = 1000,
         function_name: str = "longrun-sim",
+        fargate_stop_s: float = 20.0,
     ) -> Outcome:
         """Deliver ``event`` to ``handler`` and every continuation after it, until quiet.
 
@@ -267,6 +286,9 @@ class LambdaSim:
         run (keys as the decorator's: ``max_hops``, ``margin_ms``, ``min_margin_ms``,
         ``checkpoint_every_s``, ``max_run_seconds``). ``write_latency_s`` and
         ``handoff_latency_s`` add virtual time to every checkpoint write and hand-off.
+        Escalations to Fargate run as deliveries of kind ``fargate``: a container context with
+        a day of remaining time, a leased claim, no Lambda retries; ``fargate_stop_s`` is the
+        time left after a SIGTERM (see ``Faults.sigterm_after_s``).
         """
         if timeout_s <= 0:
             raise ValueError(f"timeout_s={timeout_s!r} must be positive")
@@ -282,6 +304,8 @@ class LambdaSim:
         self._queue = deque([Delivery(event, str(uuid.uuid4()))])
         self._records, self._checkpoints, self._dead = [], [], []
         self._writes = 0
+        self.tasks = []
+        self.fargate_stop_s = fargate_stop_s
         self._run_id = None
         self._thread = threading.get_ident()
         with self._virtual_sleep():
@@ -302,12 +326,23 @@ class LambdaSim:
 
     def _deliver(self, delivery: Delivery) -> HopRecord:
         clock = self.clock
+        fargate = delivery.kind == "fargate"
         context = FakeContext(
             clock,
-            timeout_s=self._timeout_s,
+            timeout_s=self.fargate_max_s if fargate else self._timeout_s,
             function_name=self._function_name,
             request_id=delivery.request_id,
         )
+        if fargate:
+            context.longrun_where = "fargate"
+            context.longrun_lease_s = self.fargate_lease_s
+            context.invoked_function_arn = None  # type: ignore[assignment]
+            hop = delivery.event["longrun"]["hop"]
+            if hop in self.faults.sigterm_after_s:
+                grace = self.fargate_stop_s
+                clock.at(
+                    clock.now + self.faults.sigterm_after_s.pop(hop), lambda: context.stop(grace)
+                )
         record = HopRecord(
             kind=delivery.kind,
             request_id=delivery.request_id,
@@ -351,8 +386,8 @@ class LambdaSim:
         return result
 
     def _retry(self, delivery: Delivery) -> None:
-        if delivery.kind == "duplicate":
-            return  # the original delivery carries the retries
+        if delivery.kind in ("duplicate", "fargate"):
+            return  # the original delivery carries the retries; ECS does not retry tasks
         if delivery.attempt > self._retries:
             self._dead.append(delivery)
             return
