@@ -405,7 +405,8 @@ class Invocation:
             # A task is stopped (Spot interruption, scale-in) or asked to end its hop: a
             # replacement task carries on. A task without a signal and without progress
             # would only start another like itself.
-            if not progress and signal.reason != "stop":
+            stopping = bool(getattr(self.context, "stopping", False))  # SIGTERM
+            if not progress and not stopping:
                 self._fail(self._no_progress(run), keep_progress=True)
             if escalate is None:
                 self._fail(
@@ -417,7 +418,8 @@ class Invocation:
                     keep_progress=True,
                     terminal=False,
                 )
-            return self._escalate(next_hop, "replacement after " + signal.reason)
+            why = "SIGTERM" if stopping else signal.reason
+            return self._escalate(next_hop, f"replacement task after {why}")
         if not progress:
             if escalate is not None:
                 return self._escalate(next_hop, "no progress in a Lambda hop")

@@ -110,7 +110,7 @@ def test_spot_interruption_starts_a_replacement_task(longrun_sim: LambdaSim) -> 
     assert [t["hop"] for t in longrun_sim.tasks] == [1, 2]
     assert processed == Counter(range(200))
     reasons = [c["escalation"]["reason"] for c in outcome.checkpoints if c["status"] == "escalated"]
-    assert "replacement after time" in reasons
+    assert "replacement task after SIGTERM" in reasons
 
 
 def test_escalation_failure_keeps_progress_and_lambda_retry_resumes(longrun_sim: LambdaSim) -> None:

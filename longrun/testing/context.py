@@ -37,9 +37,11 @@ class FakeContext:
         self.longrun_where: str | None = None
         """``"fargate"`` for a simulated container hop (how longrun tells where it runs)."""
         self.longrun_lease_s: float | None = None
+        self.stopping = False
 
     def stop(self, grace_s: float) -> None:
         """A SIGTERM to a (simulated) container: only ``grace_s`` seconds remain."""
+        self.stopping = True
         self.deadline_s = min(self.deadline_s, self._clock.now + grace_s)
 
     def get_remaining_time_in_millis(self) -> int:
