@@ -69,3 +69,51 @@ def test_cli_ignores_unrelated_settings(tmp_path: Path) -> None:
         },
     )
     assert listed.returncode == 0, listed.stderr
+
+
+def test_resume_a_failed_run_with_a_new_invocation(tmp_path: Path) -> None:
+    """`longrun resume` takes a failed run over and invokes its function for the next hop."""
+    from longrun.testing.invoke_endpoint import InvokeEndpoint
+
+    store = FileStore(tmp_path)
+
+    @longrun(checkpoint=store, max_hops=0)
+    def handler(event: Any, context: Any) -> None:
+        import time
+
+        for _ in current_run().iterate(range(100)):
+            time.sleep(1)
+
+    outcome = LambdaSim().run(handler, {}, timeout_s=10, retries=0)
+    run_id = outcome.run_id
+    assert run_id is not None and outcome.status == "failed"
+    assert (
+        store.status(run_id)["function"]
+        == "arn:aws:lambda:us-east-1:123456789012:function:longrun-sim"
+    )
+
+    with InvokeEndpoint() as endpoint:
+        env = {"AWS_ENDPOINT_URL_LAMBDA": endpoint.url}
+        resumed = cli("--store", f"file://{tmp_path}", "resume", run_id, env=env)
+        assert resumed.returncode == 0, resumed.stderr
+        assert json.loads(resumed.stdout) == {
+            "run_id": run_id,
+            "action": "invoked",
+            "reason": "resumed",
+            "hop": 1,
+        }
+        assert [e.json() for e in endpoint.events] == [
+            {"longrun": {"v": 1, "run_id": run_id, "hop": 1}}
+        ]
+        assert endpoint.events[0].function_name == "longrun-sim"
+        document = store.status(run_id)
+        assert document["status"] == "continued" and document["error"] is None
+
+        # A finished run is left alone.
+        document["status"] = "completed"
+        loaded = store.load(run_id)
+        assert loaded is not None
+        store.replace(document, loaded.token)
+        again = cli("--store", f"file://{tmp_path}", "resume", run_id, env=env)
+        assert again.returncode == 3 and json.loads(again.stdout)["action"] == "skipped"
+        assert len(endpoint.events) == 1
