@@ -53,6 +53,9 @@ ENV_FARGATE_PLATFORM_VERSION = "LONGRUN_FARGATE_PLATFORM_VERSION"
 ENV_FARGATE_MAX_S = "LONGRUN_FARGATE_MAX_S"
 ENV_FARGATE_LEASE_S = "LONGRUN_FARGATE_LEASE_S"
 ENV_FARGATE_STOP_S = "LONGRUN_FARGATE_STOP_S"
+ENV_FARGATE_HANDLER = "LONGRUN_FARGATE_HANDLER"
+ENV_FARGATE_FUNCTION_NAME = "LONGRUN_FARGATE_FUNCTION_NAME"
+ENV_SAFETY_NET_FUNCTION = "LONGRUN_SAFETY_NET_FUNCTION"
 # Set by longrun in the RunTask overrides; read by the container runner.
 ENV_RUN_ID = "LONGRUN_RUN_ID"
 ENV_HOP = "LONGRUN_HOP"
@@ -364,6 +367,8 @@ def resolve_fargate(fargate: Any, env: Mapping[str, str] | None = None) -> Farga
     name, raw = pick("spot", ENV_FARGATE_SPOT)
     spot = False if raw is None else _bool(name, raw)
     _, platform = pick("platform_version", ENV_FARGATE_PLATFORM_VERSION)
+    _, handler = pick("handler", ENV_FARGATE_HANDLER)
+    _, function_name = pick("function_name", ENV_FARGATE_FUNCTION_NAME)
     return FargateSettings(
         cluster=cluster,
         task_definition=task_definition,
@@ -373,8 +378,8 @@ def resolve_fargate(fargate: Any, env: Mapping[str, str] | None = None) -> Farga
         assign_public_ip=public_ip,
         spot=spot,
         platform_version=None if platform is None else str(platform),
-        handler=fields.get("handler"),
-        function_name=fields.get("function_name"),
+        handler=None if handler is None else str(handler),
+        function_name=None if function_name is None else str(function_name),
         client=fields.get("client"),
         session=fields.get("session"),
     )

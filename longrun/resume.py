@@ -53,6 +53,8 @@ def _resumable(loaded: Loaded, now_ms: int) -> str | None:
             return f"hop {doc['hop']} is running under request {claim.get('request_id')}"
     if status == "escalated" and (doc.get("escalation") or {}).get("task_arn"):
         return f"already escalated to {doc['escalation']['task_arn']}"
+    if status == "failed" and (doc.get("error") or {}).get("type") == "RunTimeExceeded":
+        return "it failed with RunTimeExceeded: raise max_run_seconds before resuming it"
     return None
 
 

@@ -135,8 +135,11 @@ def load_handler(path: str) -> Callable[..., Any]:
     return handler  # type: ignore[no-any-return]
 
 
-def fetch_function(function_name: str, *, client: Any = None) -> tuple[str, str | None, Path]:
-    """Download a Lambda function's code; merge its environment; return (handler, arn, dir)."""
+def fetch_function(function_name: str, *, client: Any = None) -> tuple[str, dict[str, Any], Path]:
+    """Download a Lambda function's code; merge its environment.
+
+    Returns the handler path, the function's configuration and the code directory.
+    """
     if client is None:
         import boto3
 
@@ -165,7 +168,7 @@ def fetch_function(function_name: str, *, client: Any = None) -> tuple[str, str 
     for name, value in variables.items():
         if name not in _PROTECTED:
             env[name] = str(value)
-    return str(handler), configuration.get("FunctionArn"), target
+    return str(handler), configuration, target
 
 
 def _load_event(uri: str) -> Any:
@@ -228,8 +231,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         settings = resolve_runner(env)
         target = runner_target(env)
         function_arn: str | None = None
+        function_name: str | None = None
         if target[ENV_FUNCTION_NAME]:
-            handler_path, function_arn, code_dir = fetch_function(str(target[ENV_FUNCTION_NAME]))
+            handler_path, configuration, code_dir = fetch_function(str(target[ENV_FUNCTION_NAME]))
+            function_arn = configuration.get("FunctionArn")
+            function_name = configuration.get("FunctionName")
             sys.path.insert(0, str(code_dir))
         elif target[ENV_HANDLER]:
             handler_path = str(target[ENV_HANDLER])
@@ -263,7 +269,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     task = _task_id()
     context = ContainerContext(
         settings,
-        function_name=os.path.basename(handler_path),
+        function_name=function_name or handler_path.rsplit(".", 1)[0],
         function_arn=function_arn,
         request_id=f"fargate-{task}" if task else None,
     )

@@ -25,9 +25,9 @@ from typing import Any
 from unittest import mock
 
 from .. import _hooks
+from ..checkpoint import make_envelope
 from ..errors import StoreError
 from ..handoff.lambda_invoke import MAX_ASYNC_PAYLOAD
-from ..checkpoint import make_envelope
 from ..run import Run
 from .clock import HopKilled, VirtualClock
 from .context import FakeContext

@@ -1,0 +1,513 @@
+"""The safety net against real components: boto3 against moto's S3, ECS and EC2.
+
+Failed runs are produced by the simulator (a hop-budget failure, a hop killed at its deadline
+with no retries left), then their failure records are fed to ``longrun.safety_net.handler``
+in every shape AWS delivers them: an SQS or SNS on-failure destination, the safety net as the
+Lambda destination itself, and SQS / SNS dead-letter messages. The assertions read what the
+real components hold afterwards: checkpoint documents in S3, tasks in ECS, stored events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from longrun import S3Store, current_run, longrun, safety_net
+from longrun import config as longrun_config
+from longrun.handoff import fargate
+from longrun.runner import _load_event
+from longrun.testing import LambdaSim, VirtualClock
+from longrun.testing.sim import Outcome
+
+ACCOUNT = "123456789012"
+FUNCTION = "etl-job"
+ARN = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{FUNCTION}"
+PLAIN = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:plain-job"
+QUEUE_ARN = f"arn:aws:sqs:us-east-1:{ACCOUNT}:safety-net"
+TOPIC_ARN = f"arn:aws:sns:us-east-1:{ACCOUNT}:safety-net"
+
+
+@dataclass
+class Aws:
+    s3: Any
+    ecs: Any
+    bucket: str
+    cluster: str
+    monkeypatch: pytest.MonkeyPatch
+
+    def checkpoint(self, run_id: str) -> dict[str, Any]:
+        body = self.s3.get_object(Bucket=self.bucket, Key=f"longrun/{run_id}/checkpoint.json")
+        return json.loads(body["Body"].read())  # type: ignore[no-any-return]
+
+    def task(self, arn: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """The ECS task as moto holds it, and its container override environment."""
+        tasks = self.ecs.describe_tasks(cluster=self.cluster, tasks=[arn], include=["TAGS"])
+        task = tasks["tasks"][0]
+        (override,) = task["overrides"]["containerOverrides"]
+        assert override["name"] == "worker"
+        return task, {e["name"]: e["value"] for e in override["environment"]}
+
+    def tasks(self) -> list[str]:
+        return list(self.ecs.list_tasks(cluster=self.cluster)["taskArns"])
+
+
+@pytest.fixture
+def aws(moto_server: str, s3_client: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
+    """An ECS cluster, a Fargate task definition, a VPC and subnet, a checkpoint bucket, and the
+    safety-net function's environment naming them (default clients reach moto through
+    AWS_ENDPOINT_URL, as a deployed function reaches AWS)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setattr(fargate, "_clients", {})  # no ECS client cached for another endpoint
+    monkeypatch.setattr(longrun_config, "_store_cache", {})
+    session = boto3.session.Session(region_name="us-east-1")
+    ecs = session.client("ecs", endpoint_url=moto_server)
+    ec2 = session.client("ec2", endpoint_url=moto_server)
+    suffix = uuid.uuid4().hex[:8]
+    cluster = f"jobs-{suffix}"
+    ecs.create_cluster(clusterName=cluster)
+    ecs.register_task_definition(
+        family=f"worker-{suffix}",
+        networkMode="awsvpc",
+        cpu="256",
+        memory="512",
+        requiresCompatibilities=["FARGATE"],
+        # moto sums container-level cpu/memory: give them (real ECS takes the task's alone)
+        containerDefinitions=[
+            {"name": "worker", "image": "longrun-runner:latest", "cpu": 256, "memory": 512}
+        ],
+    )
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    # moto 5.2.5 reads an ENI's private DNS name, which exists only with DNS hostnames on
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName=f"sg-{suffix}", Description="tasks", VpcId=vpc)
+    for name, value in {
+        "LONGRUN_CHECKPOINT_URI": f"s3://{bucket}/longrun/",
+        "LONGRUN_FARGATE_CLUSTER": cluster,
+        "LONGRUN_FARGATE_TASK_DEFINITION": f"worker-{suffix}",
+        "LONGRUN_FARGATE_CONTAINER": "worker",
+        "LONGRUN_FARGATE_SUBNETS": subnet,
+        # moto requires security groups on awsvpc tasks (ECS itself would use the default)
+        "LONGRUN_FARGATE_SECURITY_GROUPS": group["GroupId"],
+    }.items():
+        monkeypatch.setenv(name, value)
+    return Aws(s3_client, ecs, bucket, cluster, monkeypatch)
+
+
+# -- failed runs, made by the simulator ---------------------------------------------------------
+
+
+def job(aws: Aws, n: int, *, seconds: float = 60.0, stuck_item: int | None = None) -> Any:
+    @longrun(checkpoint=S3Store(aws.bucket, prefix="longrun/", client=aws.s3), escalate=False)
+    def handler(event: Any, context: Any) -> dict[str, Any]:
+        run = current_run()
+        for i in run.iterate(range(n)):
+            time.sleep(3600 if i == stuck_item else seconds)  # virtual time in the simulator
+            run.state["done"] = run.state.get("done", 0) + 1
+        return {"done": run.state.get("done", 0)}
+
+    return handler
+
+
+def simulate(handler: Any, event: Any, *, epoch_offset_s: float = -3600.0, **kw: Any) -> Outcome:
+    """Run on a virtual clock that starts ``epoch_offset_s`` from now (claims expire or not)."""
+    sim = LambdaSim(VirtualClock(start_epoch_s=time.time() + epoch_offset_s))
+    return sim.run(handler, event, timeout_s=300, retries=0, function_name=FUNCTION, **kw)
+
+
+def exhausted_run(aws: Aws) -> Outcome:
+    """Fails with HopBudgetExhausted at hop 1; the dead letter is hop 1's envelope."""
+    outcome = simulate(job(aws, 40), {"job": "exhausted"}, settings={"max_hops": 1})
+    assert outcome.status == "failed" and outcome.error is not None
+    assert outcome.error["type"] == "HopBudgetExhausted"
+    assert outcome.dead_letters[0].event == {
+        "longrun": {"v": 1, "run_id": outcome.run_id, "hop": 1}
+    }
+    return outcome
+
+
+def killed_run(aws: Aws, *, epoch_offset_s: float = -3600.0) -> Outcome:
+    """Hop 0 killed at its deadline inside item 2 (no retries): left ``running``. Its claim
+    expired an hour ago, or (with a positive offset) is still live."""
+    outcome = simulate(
+        job(aws, 5, seconds=1, stuck_item=2), {"job": "killed"}, epoch_offset_s=epoch_offset_s
+    )
+    assert [r.outcome for r in outcome.invocations] == ["killed"]
+    assert outcome.status == "running"
+    # The default run id is the first invocation's request id: the dead letter's RequestID.
+    assert outcome.dead_letters[0].request_id == outcome.run_id
+    return outcome
+
+
+# -- records, as AWS delivers them ----------------------------------------------------------------
+
+
+def destination_record(
+    payload: Any, request_id: str, *, function: str = ARN, condition: str = "RetriesExhausted"
+) -> dict[str, Any]:
+    """An asynchronous invocation's on-failure destination record."""
+    return {
+        "version": "1.0",
+        "timestamp": "2026-11-22T10:00:00.000Z",
+        "requestContext": {
+            "requestId": request_id,
+            "functionArn": f"{function}:$LATEST",
+            "condition": condition,
+            "approximateInvokeCount": 3,
+        },
+        "requestPayload": payload,
+        "responseContext": {
+            "statusCode": 200,
+            "executedVersion": "$LATEST",
+            "functionError": "Unhandled",
+        },
+        "responsePayload": {
+            "errorMessage": "2026-11-22T10:00:00.000Z Task timed out after 300.00 seconds"
+        },
+    }
+
+
+def dlq_attributes(request_id: str) -> dict[str, str]:
+    return {"RequestID": request_id, "ErrorCode": "200", "ErrorMessage": "Task timed out"}
+
+
+def sqs_record(body: Any, attributes: dict[str, str] | None = None) -> dict[str, Any]:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return {
+        "messageId": str(uuid.uuid4()),
+        "receiptHandle": "AQEB" + uuid.uuid4().hex,
+        "body": text,
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": "1795341600000",
+            "SenderId": "AROAEXAMPLE:etl-job",
+            "ApproximateFirstReceiveTimestamp": "1795341600001",
+        },
+        "messageAttributes": {
+            name: {
+                "stringValue": value,
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": "Number" if name == "ErrorCode" else "String",
+            }
+            for name, value in (attributes or {}).items()
+        },
+        "md5OfBody": "0" * 32,
+        "eventSource": "aws:sqs",
+        "eventSourceARN": QUEUE_ARN,
+        "awsRegion": "us-east-1",
+    }
+
+
+def sns_record(message: Any, attributes: dict[str, str] | None = None) -> dict[str, Any]:
+    text = message if isinstance(message, str) else json.dumps(message)
+    return {
+        "EventSource": "aws:sns",
+        "EventVersion": "1.0",
+        "EventSubscriptionArn": f"{TOPIC_ARN}:{uuid.uuid4()}",
+        "Sns": {
+            "Type": "Notification",
+            "MessageId": str(uuid.uuid4()),
+            "TopicArn": TOPIC_ARN,
+            "Subject": None,
+            "Message": text,
+            "Timestamp": "2026-11-22T10:00:00.000Z",
+            "SignatureVersion": "1",
+            "Signature": "EXAMPLE",
+            "SigningCertUrl": "https://sns.us-east-1.amazonaws.com/cert.pem",
+            "UnsubscribeUrl": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe",
+            "MessageAttributes": {
+                name: {"Type": "Number" if name == "ErrorCode" else "String", "Value": value}
+                for name, value in (attributes or {}).items()
+            },
+        },
+    }
+
+
+def actions(summary: dict[str, Any]) -> list[str]:
+    return [r["action"] for r in summary["results"]]
+
+
+def assert_escalated(aws: Aws, result: dict[str, Any], run_id: str, hop: int) -> None:
+    """The checkpoint says escalated to ``hop`` with the task ECS holds, which resumes it."""
+    assert result["action"] == "escalated" and result["run_id"] == run_id
+    assert result["hop"] == hop
+    doc = aws.checkpoint(run_id)
+    assert doc["status"] == "escalated" and doc["next"] == "fargate" and doc["claim"] is None
+    assert doc["escalation"]["hop"] == hop
+    assert doc["escalation"]["task_arn"] == result["task_arn"]
+    assert doc["escalation"]["reason"].startswith("safety net: ")
+    task, env = aws.task(result["task_arn"])
+    assert env == {"LONGRUN_RUN_ID": run_id, "LONGRUN_HOP": str(hop)}
+    assert task["startedBy"] == "longrun" and task["launchType"] == "FARGATE"
+    assert {t["key"]: t["value"] for t in task["tags"]} == {
+        "longrun:run-id": run_id,
+        "longrun:hop": str(hop),
+    }
+
+
+# -- tests ----------------------------------------------------------------------------------------
+
+
+def test_sqs_batch_of_every_kind(aws: Aws, caplog: pytest.LogCaptureFixture) -> None:
+    exhausted = exhausted_run(aws)
+    killed = killed_run(aws)
+    live = killed_run(aws, epoch_offset_s=+3600.0)
+    assert exhausted.run_id and killed.run_id and live.run_id
+    exhausted_hop = aws.checkpoint(exhausted.run_id)["hop"]
+    assert exhausted_hop == 1
+    corrupt = str(uuid.uuid4())
+    aws.s3.put_object(Bucket=aws.bucket, Key=f"longrun/{corrupt}/checkpoint.json", Body=b"{oops")
+    plain_request = str(uuid.uuid4())
+    aws.monkeypatch.setenv("LONGRUN_SAFETY_NET_FUNCTION", PLAIN)
+    letter = exhausted.dead_letters[0]
+    records = [
+        # 0: on-failure destination (SQS) of hop 1 of the exhausted run: an envelope
+        sqs_record(destination_record(letter.event, letter.request_id)),
+        # 1: dead letter (SQS) of hop 0 of the killed run: the original event + RequestID
+        sqs_record(killed.dead_letters[0].event, dlq_attributes(killed.run_id)),
+        # 2: not JSON
+        sqs_record("this is not json {"),
+        # 3: an event source mapping's failure record: nothing to resume
+        sqs_record(
+            {
+                "version": "1.0",
+                "timestamp": "2026-11-22T10:00:00.000Z",
+                "requestContext": {
+                    "requestId": str(uuid.uuid4()),
+                    "functionArn": ARN,
+                    "condition": "RetryAttemptsExhausted",
+                    "approximateInvokeCount": 3,
+                },
+                "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
+                "KinesisBatchInfo": {"shardId": "shardId-000000000000", "batchSize": 10},
+            }
+        ),
+        # 4: dead letter of a run whose hop is still live (its claim has not expired)
+        sqs_record(live.dead_letters[0].event, dlq_attributes(live.run_id)),
+        # 5: a run whose checkpoint cannot be read: a failure SQS should deliver again
+        sqs_record({"job": "corrupt"}, dlq_attributes(corrupt)),
+        # 6: dead letter of an undecorated function (its name comes from the environment)
+        sqs_record({"order": 42, "items": ["a", "b"]}, dlq_attributes(plain_request)),
+    ]
+
+    with caplog.at_level(logging.INFO, logger="longrun.safety_net"):
+        summary = safety_net.handler({"Records": records}, None)
+
+    assert actions(summary) == [
+        "escalated",
+        "escalated",
+        "malformed",
+        "malformed",
+        "skipped",
+        "error",
+        "started",
+    ]
+    # Only the record that failed for a reason redelivery can cure goes back to SQS.
+    assert summary["batchItemFailures"] == [{"itemIdentifier": records[5]["messageId"]}]
+    results = summary["results"]
+    assert [r["message_id"] for r in results] == [r["messageId"] for r in records]
+    assert_escalated(aws, results[0], exhausted.run_id, hop=exhausted_hop + 1)
+    assert "RetriesExhausted after 3 attempt(s)" in results[0]["reason"]
+    assert_escalated(aws, results[1], killed.run_id, hop=1)
+    assert aws.checkpoint(killed.run_id)["escalation"]["reason"] == (
+        "safety net: dead letter: 200 Task timed out"
+    )
+    assert "not JSON" in results[2]["reason"]
+    assert "no requestPayload" in results[3]["reason"]
+    assert results[4]["run_id"] == live.run_id
+    assert results[4]["reason"].startswith("hop 0 is running under request")
+    assert aws.checkpoint(live.run_id)["status"] == "running"  # left alone
+    assert "CheckpointCorrupt" in results[5]["reason"]
+
+    started = results[6]
+    key = f"longrun/safety-net/{plain_request}.json"
+    assert started["event_uri"] == f"s3://{aws.bucket}/{key}"
+    stored = json.loads(aws.s3.get_object(Bucket=aws.bucket, Key=key)["Body"].read())
+    assert stored == {"order": 42, "items": ["a", "b"]}
+    assert _load_event(started["event_uri"]) == stored  # what the runner will read
+    task, env = aws.task(started["task_arn"])
+    assert env == {"LONGRUN_FUNCTION_NAME": PLAIN, "LONGRUN_EVENT_URI": started["event_uri"]}
+    assert task["startedBy"] == "longrun"
+    assert {t["key"]: t["value"] for t in task["tags"]} == {"longrun:request-id": plain_request}
+    # Exactly the three tasks reported, nothing for the skipped, malformed or failed records.
+    assert sorted(aws.tasks()) == sorted(results[i]["task_arn"] for i in (0, 1, 6))
+
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "longrun.safety_net"]
+    assert [line["longrun_safety_net"] for line in lines] == actions(summary)
+    assert [line["record"] for line in lines] == list(range(7))
+    assert {r.levelname for r in caplog.records if "malformed" in r.getMessage()} == {"WARNING"}
+
+    # SQS delivers the batch again (at-least-once): nothing starts twice.
+    again = safety_net.handler({"Records": [records[0], records[1], records[6]]}, None)
+    assert actions(again) == ["skipped", "skipped", "skipped"]
+    assert again["results"][0]["reason"] == f"already escalated to {results[0]['task_arn']}"
+    assert again["results"][2]["reason"] == f"already started as {started['task_arn']}"
+    assert again["batchItemFailures"] == []
+    assert len(aws.tasks()) == 3
+
+
+def test_sns_lambda_and_eventbridge_shapes(aws: Aws) -> None:
+    exhausted = exhausted_run(aws)
+    killed = killed_run(aws)
+    done = simulate(job(aws, 3, seconds=1), {"job": "done"})
+    assert done.status == "completed" and done.run_id
+    assert exhausted.run_id and killed.run_id
+    letter = exhausted.dead_letters[0]
+
+    # SNS on-failure destination: the record is the SNS message.
+    sns = safety_net.handler(
+        {"Records": [sns_record(destination_record(letter.event, letter.request_id))]}, None
+    )
+    assert actions(sns) == ["escalated"] and sns["batchItemFailures"] == []
+    assert sns["results"][0]["source"] == "sns"
+    assert_escalated(aws, sns["results"][0], exhausted.run_id, hop=2)
+
+    # The safety net as the Lambda on-failure destination: the event is the record.
+    direct = safety_net.handler(
+        destination_record(killed.dead_letters[0].event, killed.run_id), None
+    )
+    assert actions(direct) == ["escalated"] and direct["results"][0]["source"] == "lambda"
+    assert_escalated(aws, direct["results"][0], killed.run_id, hop=1)
+
+    # A completed run: reported, not an error, not touched.
+    finished = safety_net.handler(destination_record({"job": "done"}, done.run_id), None)
+    assert actions(finished) == ["skipped"]
+    assert finished["results"][0]["reason"] == "the run is completed"
+    assert aws.checkpoint(done.run_id)["status"] == "completed"
+
+    # An undecorated function behind an SNS dead-letter topic, and behind an EventBridge
+    # destination (the function ARN from the record, qualifier included).
+    aws.monkeypatch.setenv("LONGRUN_SAFETY_NET_FUNCTION", "plain-job")
+    dlq_id, bridge_id = str(uuid.uuid4()), str(uuid.uuid4())
+    plain_dlq = safety_net.handler(
+        {"Records": [sns_record({"n": 1}, dlq_attributes(dlq_id))]}, None
+    )
+    bridge = safety_net.handler(
+        {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Lambda Function Invocation Result - Failure",
+            "source": "lambda",
+            "account": ACCOUNT,
+            "time": "2026-11-22T10:00:00Z",
+            "region": "us-east-1",
+            "resources": [f"{PLAIN}:$LATEST"],
+            "detail": destination_record({"n": 2}, bridge_id, function=PLAIN),
+        },
+        None,
+    )
+    assert actions(plain_dlq) == ["started"] and actions(bridge) == ["started"]
+    _, env = aws.task(plain_dlq["results"][0]["task_arn"])
+    assert env["LONGRUN_FUNCTION_NAME"] == "plain-job"
+    assert _load_event(env["LONGRUN_EVENT_URI"]) == {"n": 1}
+    _, env = aws.task(bridge["results"][0]["task_arn"])
+    assert env["LONGRUN_FUNCTION_NAME"] == f"{PLAIN}:$LATEST"
+    assert env["LONGRUN_EVENT_URI"].endswith(f"/longrun/safety-net/{bridge_id}.json")
+    assert _load_event(env["LONGRUN_EVENT_URI"]) == {"n": 2}
+
+    # Shapes that are not failures of an asynchronous invocation: logged, dropped, no raise.
+    rubbish = safety_net.handler({"Records": [sns_record("<html>")]}, None)
+    assert actions(rubbish) == ["malformed"] and "not JSON" in rubbish["results"][0]["reason"]
+    unknown = safety_net.handler({"detail": "?"}, None)
+    assert actions(unknown) == ["malformed"]
+    kinesis = safety_net.handler({"Records": [{"eventSource": "aws:kinesis"}]}, None)
+    assert actions(kinesis) == ["malformed"] and "aws:kinesis" in kinesis["results"][0]["reason"]
+    success = safety_net.handler(
+        destination_record({"n": 3}, str(uuid.uuid4()), condition="Success"), None
+    )
+    assert actions(success) == ["malformed"] and "on-success" in success["results"][0]["reason"]
+    bad_envelope = safety_net.handler(
+        destination_record({"longrun": {"v": 1, "run_id": "../x", "hop": 0}}, "r-1"), None
+    )
+    assert actions(bad_envelope) == ["malformed"]
+    assert len(aws.tasks()) == 4
+
+
+def test_store_errors_are_redelivered_not_malformed(aws: Aws) -> None:
+    exhausted = exhausted_run(aws)
+    letter = exhausted.dead_letters[0]
+    aws.monkeypatch.setenv("LONGRUN_CHECKPOINT_URI", f"s3://no-such-bucket-{uuid.uuid4().hex}/x/")
+    records = [
+        sqs_record(destination_record(letter.event, letter.request_id)),
+        sqs_record("{not json"),
+        sqs_record({"plain": True}, dlq_attributes(str(uuid.uuid4()))),
+    ]
+
+    summary = safety_net.handler({"Records": records}, None)
+
+    assert actions(summary) == ["error", "malformed", "error"]
+    assert summary["batchItemFailures"] == [
+        {"itemIdentifier": records[0]["messageId"]},
+        {"itemIdentifier": records[2]["messageId"]},
+    ]
+    assert all("StoreError" in summary["results"][i]["reason"] for i in (0, 2))
+    assert aws.tasks() == []
+    # The same failure from SNS or a destination raises, so that Lambda retries the event.
+    with pytest.raises(safety_net.SafetyNetError, match="StoreError"):
+        safety_net.handler({"Records": [sns_record(letter.event, dlq_attributes("r-2"))]}, None)
+    with pytest.raises(safety_net.SafetyNetError):
+        safety_net.handler(destination_record(letter.event, letter.request_id), None)
+
+
+def test_ecs_failure_is_retried_and_the_retry_escalates(aws: Aws) -> None:
+    killed = killed_run(aws)
+    assert killed.run_id
+    record = sqs_record(killed.dead_letters[0].event, dlq_attributes(killed.run_id))
+    cluster = aws.cluster
+    aws.monkeypatch.setenv("LONGRUN_FARGATE_CLUSTER", f"missing-{uuid.uuid4().hex[:6]}")
+
+    failed = safety_net.handler({"Records": [record]}, None)
+
+    assert actions(failed) == ["error"] and "EscalationFailed" in failed["results"][0]["reason"]
+    assert failed["batchItemFailures"] == [{"itemIdentifier": record["messageId"]}]
+    doc = aws.checkpoint(killed.run_id)
+    assert doc["status"] == "escalated" and doc["escalation"]["task_arn"] is None
+
+    aws.monkeypatch.setenv("LONGRUN_FARGATE_CLUSTER", cluster)
+    retried = safety_net.handler({"Records": [record]}, None)  # SQS's redelivery
+    assert_escalated(aws, retried["results"][0], killed.run_id, hop=1)
+    assert retried["batchItemFailures"] == []
+
+
+def test_undecorated_event_in_a_file_store(aws: Aws, tmp_path: Path) -> None:
+    aws.monkeypatch.setenv("LONGRUN_CHECKPOINT_URI", (tmp_path / "efs dir").as_uri())
+    request_id = str(uuid.uuid4())
+    record = destination_record({"path": "/data/x"}, request_id, function=PLAIN)
+
+    summary = safety_net.handler({"Records": [sqs_record(record)]}, None)
+
+    (result,) = summary["results"]
+    assert result["action"] == "started"
+    path = tmp_path / "efs dir" / "safety-net" / f"{request_id}.json"
+    assert result["event_uri"] == path.as_uri()
+    assert json.loads(path.read_text()) == {"path": "/data/x"}
+    assert _load_event(result["event_uri"]) == {"path": "/data/x"}
+    _, env = aws.task(result["task_arn"])
+    assert env == {"LONGRUN_FUNCTION_NAME": f"{PLAIN}:$LATEST", "LONGRUN_EVENT_URI": path.as_uri()}
+    marker = json.loads((path.parent / f"{request_id}.task.json").read_text())
+    assert marker["task_arn"] == result["task_arn"]
+    # A second delivery of the same failure: no second task.
+    assert actions(safety_net.handler({"Records": [sqs_record(record)]}, None)) == ["skipped"]
+    assert len(aws.tasks()) == 1
+
+
+def test_dead_letter_of_an_unknown_function_needs_its_name(aws: Aws) -> None:
+    record = sqs_record({"n": 1}, dlq_attributes(str(uuid.uuid4())))
+
+    summary = safety_net.handler({"Records": [record]}, None)
+
+    assert actions(summary) == ["error"]
+    assert "LONGRUN_SAFETY_NET_FUNCTION" in summary["results"][0]["reason"]
+    assert summary["batchItemFailures"] == [{"itemIdentifier": record["messageId"]}]
+    assert aws.tasks() == []
+    listing = aws.s3.list_objects_v2(Bucket=aws.bucket, Prefix="longrun/safety-net/")
+    assert listing.get("KeyCount") == 0  # nothing stored, no fence left behind
