@@ -135,10 +135,13 @@ def load_handler(path: str) -> Callable[..., Any]:
     return handler  # type: ignore[no-any-return]
 
 
-def fetch_function(function_name: str, *, client: Any = None) -> tuple[str, dict[str, Any], Path]:
+def fetch_function(
+    function_name: str, *, client: Any = None
+) -> tuple[str, dict[str, Any], Path | None]:
     """Download a Lambda function's code; merge its environment.
 
-    Returns the handler path, the function's configuration and the code directory.
+    Returns the handler path, the function's configuration and the code directory (``None``
+    for an image function, whose code is the image this runner runs in).
     """
     if client is None:
         import boto3
@@ -148,12 +151,15 @@ def fetch_function(function_name: str, *, client: Any = None) -> tuple[str, dict
     configuration = response.get("Configuration") or {}
     location = (response.get("Code") or {}).get("Location")
     handler = configuration.get("Handler")
-    if not location or not handler:
-        raise LongrunConfigError(
-            f"lambda.get_function({function_name!r}) returned no code location or handler: "
-            "function mode needs a zip-packaged function (an image function runs in image "
-            f"mode: set {ENV_HANDLER})."
-        )
+    if configuration.get("PackageType") == "Image" or not location:
+        # An image function: its code is this image; only its environment is merged, and
+        # the handler is LONGRUN_HANDLER or the function's image command override.
+        _merge_environment(configuration)
+        image_config = (configuration.get("ImageConfigResponse") or {}).get("ImageConfig") or {}
+        command = image_config.get("Command") or []
+        return (command[0] if command else ""), configuration, None
+    if not handler:
+        raise LongrunConfigError(f"lambda.get_function({function_name!r}) returned no handler.")
     with urllib.request.urlopen(location, timeout=60) as reply:
         data = reply.read()
     target = Path(tempfile.mkdtemp(prefix="longrun-function-"))
@@ -163,12 +169,17 @@ def fetch_function(function_name: str, *, client: Any = None) -> tuple[str, dict
             if not resolved.is_relative_to(target.resolve()):
                 raise LongrunError(f"function code archive has an unsafe path: {member!r}")
         archive.extractall(target)
+    _merge_environment(configuration)
+    return str(handler), configuration, target
+
+
+def _merge_environment(configuration: Mapping[str, Any]) -> None:
+    """The function's variables, before its code is imported (never the task's own)."""
     variables = (configuration.get("Environment") or {}).get("Variables") or {}
     env = environment()
     for name, value in variables.items():
         if name not in _PROTECTED:
             env[name] = str(value)
-    return str(handler), configuration, target
 
 
 def _load_event(uri: str) -> Any:
@@ -236,7 +247,16 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             handler_path, configuration, code_dir = fetch_function(str(target[ENV_FUNCTION_NAME]))
             function_arn = configuration.get("FunctionArn")
             function_name = configuration.get("FunctionName")
-            sys.path.insert(0, str(code_dir))
+            if code_dir is None:
+                handler_path = str(target[ENV_HANDLER] or handler_path)
+                if not handler_path:
+                    raise LongrunConfigError(
+                        f"{target[ENV_FUNCTION_NAME]!r} is an image function: set "
+                        f"{ENV_HANDLER}=module.function in the task (its code is the image)."
+                    )
+                sys.path.insert(0, os.getcwd())
+            else:
+                sys.path.insert(0, str(code_dir))
         elif target[ENV_HANDLER]:
             handler_path = str(target[ENV_HANDLER])
             sys.path.insert(0, os.getcwd())

@@ -40,7 +40,7 @@ def transform(text: str) -> str:
     return "\n".join(line.strip().lower() for line in text.splitlines() if line.strip()) + "\n"
 
 
-@longrun(max_hops=20)
+@longrun  # store, hop budget and escalation come from LONGRUN_* variables
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     run = current_run()
     bucket, prefix, dest = event["bucket"], event["prefix"], event["dest_prefix"]

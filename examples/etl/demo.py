@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             AWS_SECRET_ACCESS_KEY="demo",
             AWS_DEFAULT_REGION="us-east-1",
             LONGRUN_CHECKPOINT_URI="s3://longrun-demo/longrun/",
+            LONGRUN_MAX_HOPS="20",
             ETL_WORK_SECONDS=str(args.work),
         )
         os.environ.pop("AWS_PROFILE", None)
