@@ -118,6 +118,8 @@ class Run:
         self._root_children = 0
         self._items_closed = 0
         now = timer.mono()
+        self._hop_start = now
+        self._steps = 0
         self._last_write = now
         self._tick = now
         self._state_at_start = _dumps(state)
@@ -146,6 +148,9 @@ class Run:
         if not self._stack:
             self._timer.note_item(now - self._tick)
             self._tick = now
+            # The time before the first call is set-up, not a step.
+            self._timer.note_progress(self._steps, now - self._hop_start)
+            self._steps += 1
         return self._timer.should_yield() or self._past_run_deadline(now)
 
     def end_hop(self, reason: str = "requested") -> NoReturn:
@@ -348,6 +353,7 @@ class Run:
     def _between(self, loop: _Loop, now: float) -> None:
         """The bookkeeping between two items: yield if time is short, checkpoint if due."""
         timer = self._timer
+        timer.note_progress(self.items_done(), now - self._hop_start)
         if timer.remaining_ms() < timer.margin_ms():
             self.end_hop("time")
         if self._past_run_deadline(now):
@@ -363,11 +369,15 @@ class Run:
             iterator = self._skip(loop, saved, iterable)
             timer = self._timer
             mono = timer.mono
-            now = mono()
-            self._between(loop, now)
-            next_check = now + CHECK_INTERVAL_S
-            prev = now
+            prev = mono()
+            next_check = prev
+            due = True
+            # The time check runs once the next item is in hand: a loop whose last item is
+            # done completes instead of ending the hop for nothing.
             for item in iterator:
+                if due:
+                    self._between(loop, prev)
+                    next_check = prev + CHECK_INTERVAL_S
                 yield item
                 loop.pos += 1
                 loop.last = item
@@ -379,9 +389,7 @@ class Run:
                 elif now - prev > timer.longest_item_s:
                     timer.longest_item_s = now - prev
                 prev = now
-                if now >= next_check:
-                    self._between(loop, now)
-                    next_check = now + CHECK_INTERVAL_S
+                due = now >= next_check
             loop.done = True
         finally:
             self._close_loop(loop)
@@ -405,8 +413,8 @@ class Run:
                         break
             timer = self._timer
             prev = timer.mono()
-            self._between(loop, prev)
-            next_check = prev + CHECK_INTERVAL_S
+            next_check = prev
+            due = True
             while True:
                 if pending:
                     item = pending.pop()
@@ -415,6 +423,9 @@ class Run:
                         item = await iterator.__anext__()
                     except StopAsyncIteration:
                         break
+                if due:
+                    self._between(loop, prev)
+                    next_check = prev + CHECK_INTERVAL_S
                 yield item
                 loop.pos += 1
                 loop.last = item
@@ -424,9 +435,7 @@ class Run:
                 else:
                     timer.note_item(now - prev)
                 prev = now
-                if now >= next_check:
-                    self._between(loop, now)
-                    next_check = now + CHECK_INTERVAL_S
+                due = now >= next_check
             loop.done = True
         finally:
             self._close_loop(loop)

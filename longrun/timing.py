@@ -13,10 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["HEADROOM", "NO_DEADLINE_MS", "Timer"]
+__all__ = ["HEADROOM", "HEAVY_TAIL", "HEAVY_TAIL_HEADROOM", "NO_DEADLINE_MS", "Timer"]
 
 HEADROOM = 1.5
 """Multiplier on the longest item seen: items vary, and a kill costs far more than a margin."""
+
+HEAVY_TAIL = 4.0
+HEAVY_TAIL_HEADROOM = 2.5
+"""When the longest item is over ``HEAVY_TAIL`` times the mean, the next record-breaking item
+is likely to break the record by a lot: reserve more. Yielding early costs a hop (a fraction
+of a second of overhead), not billed time; a kill costs the rest of the hop and redone work."""
 
 NO_DEADLINE_MS = 2**62
 """What ``remaining_ms`` reports when there is no context (a local call) or no deadline."""
@@ -31,9 +37,12 @@ class Timer:
 
     __slots__ = (
         "_remaining",
+        "first_item",
         "fixed_margin_ms",
         "handoff_s",
+        "hop_s",
         "longest_item_s",
+        "mean_item_s",
         "min_margin_ms",
         "mono",
         "write_s",
@@ -55,6 +64,10 @@ class Timer:
         self.min_margin_ms = min_margin_ms
         carried = carried or {}
         self.longest_item_s = _seconds(carried.get("longest_item_ms"), 0.0)
+        self.mean_item_s = _seconds(carried.get("mean_item_ms"), 0.0)
+        self.first_item = True
+        self.hop_s = self.remaining_ms() / 1000.0
+        """The time this hop had when it started."""
         self.write_s = _seconds(carried.get("write_ms"), _GUESS_WRITE_S)
         self.handoff_s = _seconds(carried.get("handoff_ms"), _GUESS_HANDOFF_S)
 
@@ -69,7 +82,19 @@ class Timer:
         """How much time must be left to start another item."""
         if self.fixed_margin_ms is not None:
             return self.fixed_margin_ms
-        needed = self.longest_item_s * HEADROOM + self.write_s + self.handoff_s
+        longest = self.longest_item_s
+        costs = self.write_s + self.handoff_s
+        if self.first_item:
+            # No item finished in this hop yet: a hop that starts none is wasted anyway, so
+            # try one if the longest item seen fits at all (headroom 1).
+            needed = longest + costs
+        else:
+            needed = longest * HEADROOM + costs
+            if self.mean_item_s > 0 and longest > HEAVY_TAIL * self.mean_item_s:
+                # Heavy tail: reserve more, but never more than half the hop, or every hop
+                # would stop after one item.
+                heavy = longest * HEAVY_TAIL_HEADROOM + costs
+                needed = max(needed, min(heavy, self.hop_s / 2))
         return max(self.min_margin_ms, int(needed * 1000.0 + 0.999))
 
     def should_yield(self) -> bool:
@@ -81,6 +106,12 @@ class Timer:
         if seconds > self.longest_item_s:
             self.longest_item_s = seconds
 
+    def note_progress(self, items: int, seconds: float) -> None:
+        """Items finished in this hop and the time they took (for the mean item)."""
+        if items > 0:
+            self.mean_item_s = seconds / items
+            self.first_item = False
+
     def note_write(self, seconds: float) -> None:
         """Record a checkpoint write's duration (the slowest recent one counts)."""
         self.write_s = max(seconds, self.write_s * 0.5)
@@ -89,10 +120,11 @@ class Timer:
         """Record a hand-off's duration (the slowest recent one counts)."""
         self.handoff_s = max(seconds, self.handoff_s * 0.5)
 
-    def carry(self) -> dict[str, int]:
+    def carry(self) -> dict[str, float]:
         """What the next hop should start from (stored in the checkpoint)."""
         return {
             "longest_item_ms": round(self.longest_item_s * 1000),
+            "mean_item_ms": round(self.mean_item_s * 1000, 3),
             "write_ms": round(self.write_s * 1000),
             "handoff_ms": round(self.handoff_s * 1000),
         }

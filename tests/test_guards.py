@@ -69,8 +69,9 @@ def test_settings_override_per_simulated_run(longrun_sim: LambdaSim) -> None:
     assert outcome.status == "failed" and len(outcome.hops) == 1
 
 
-def test_step_longer_than_a_hop_does_not_loop(longrun_sim: LambdaSim) -> None:
-    """After one 50 s item the margin exceeds what a 30 s hop offers: stop, don't re-invoke."""
+def test_long_step_makes_hops_short_but_never_idle(longrun_sim: LambdaSim) -> None:
+    """After a 25 s item the margin (1.5x) exceeds a 30 s hop; each new hop still tries one
+    item (a hop that starts none would be wasted), so the run completes without a kill."""
     entries: list[int] = []
 
     @longrun(checkpoint=MemoryStore(), max_hops=50)
@@ -81,11 +82,29 @@ def test_step_longer_than_a_hop_does_not_loop(longrun_sim: LambdaSim) -> None:
 
     outcome = longrun_sim.run(handler, {}, timeout_s=30)
 
+    assert outcome.status == "completed"
+    assert all(r.outcome != "killed" for r in outcome.invocations)
+    assert [h.items for h in outcome.hops] == [1, 1, 1, 1, 1]
+    assert entries == [0, 1, 2, 3, 4]
+
+
+def test_margin_larger_than_the_hop_does_not_loop(longrun_sim: LambdaSim) -> None:
+    """A step that can never fit (here: a fixed margin above the timeout) fails at once."""
+    entries: list[int] = []
+
+    @longrun(checkpoint=MemoryStore(), max_hops=50, margin_ms=45_000)
+    def handler(event: Any, context: Any) -> None:
+        entries.append(current_run().hop)
+        for _ in current_run().iterate(range(5)):
+            time.sleep(1)
+
+    outcome = longrun_sim.run(handler, {}, timeout_s=30)
+
     assert outcome.status == "failed"
     assert outcome.error is not None and outcome.error["type"] == "NoProgressError"
-    assert entries == [0, 1]  # hop 1 could not start an item; it did not hand off again
+    assert entries == [0]  # it did not hand off
     message = str(outcome.hops[-1].error)
-    assert "margin" in message and "escalation" in message
+    assert "margin 45000 ms" in message and "escalation" in message
 
 
 def test_max_run_seconds_stops_the_run(longrun_sim: LambdaSim) -> None:
