@@ -149,19 +149,25 @@ def _find_unserializable(value: Any, path: str) -> tuple[str, str] | None:
 _USER_PARTS = ("state", "cursors", "event", "result")
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _has_non_str_key(value: Any) -> bool:
     """Whether any dict inside ``value`` has a key that is not a string (a fast walk)."""
     stack = [value]
-    containers = (dict, list, tuple)
+    pop, push, scalars = stack.pop, stack.append, _SCALARS
     while stack:
-        node = stack.pop()
+        node = pop()
         if isinstance(node, dict):
             for key in node:
                 if type(key) is not str:
                     return True
-            stack.extend(c for c in node.values() if isinstance(c, containers))
+            children: Any = node.values()
         else:
-            stack.extend(c for c in node if isinstance(c, containers))
+            children = node
+        for child in children:
+            if type(child) not in scalars and isinstance(child, (dict, list, tuple)):
+                push(child)
     return False
 
 
@@ -180,9 +186,8 @@ def encode_document(document: Mapping[str, Any]) -> bytes:
     )
     if not suspect:
         try:
-            return json.dumps(
-                document, separators=(",", ":"), allow_nan=False, ensure_ascii=False
-            ).encode("utf-8")
+            # ensure_ascii: the C encoder's fastest path; non-ASCII text is \u-escaped.
+            return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("ascii")
         except (TypeError, ValueError):
             pass
     found = None

@@ -208,7 +208,7 @@ def test_document_round_trip() -> None:
     doc = document(state={"a": [1, 2.5, None, True, "é"]}, result={"n": 1})
     data = encode_document(doc)
     assert decode_document(data, where="here") == doc
-    assert "é".encode() in data
+    assert data.isascii() and b"\\u00e9" in data
 
 
 def test_tuples_are_saved_as_lists() -> None:
