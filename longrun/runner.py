@@ -203,6 +203,24 @@ def _load_event(uri: str) -> Any:
     return json.loads(body)
 
 
+class _StopSignal:
+    """SIGTERM handling that works before the context exists."""
+
+    def __init__(self) -> None:
+        self.context: ContainerContext | None = None
+        self.received = False
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.received = True
+        if self.context is not None:
+            self.context.stop()
+
+    def attach(self, context: ContainerContext) -> None:
+        self.context = context
+        if self.received:
+            context.stop()
+
+
 class _RunnerHooks(_hooks.Hooks):
     """Real time and real AWS, plus a heartbeat that renews the task's lease."""
 
@@ -238,8 +256,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         stream=sys.stdout,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # SIGTERM may come while the code is still being fetched or imported: remember it, and
+    # give the context the short deadline as soon as there is one.
+    stop = _StopSignal()
+    signal.signal(signal.SIGTERM, stop.handle)
     try:
-        settings = resolve_runner(env)
         target = runner_target(env)
         function_arn: str | None = None
         function_name: str | None = None
@@ -266,6 +287,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 f"{ENV_FUNCTION_NAME}=name (function mode) in its environment."
             )
         handler = load_handler(handler_path)
+        settings = resolve_runner(env)  # after a function's variables were merged
         if target[ENV_RUN_ID]:
             run_id = validate_run_id(target[ENV_RUN_ID], source=ENV_RUN_ID)
             try:
@@ -285,6 +307,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except LongrunError as exc:
         print(json.dumps({"longrun_runner": "config_error", "error": str(exc)}), flush=True)
         return 2
+    except Exception as exc:  # the code failed to download or import: say so, then exit
+        log.exception("could not load the handler")
+        print(
+            json.dumps({"longrun_runner": "failed", "error": f"{type(exc).__name__}: {exc}"}),
+            flush=True,
+        )
+        return 1
 
     task = _task_id()
     context = ContainerContext(
@@ -293,8 +322,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         function_arn=function_arn,
         request_id=f"fargate-{task}" if task else None,
     )
-    signal.signal(signal.SIGTERM, lambda signum, frame: context.stop())
-    hooks = _RunnerHooks(interval_s=max(1.0, settings.lease_s / 3))
+    stop.attach(context)
+    hooks = _RunnerHooks(interval_s=max(0.1, settings.lease_s / 3))
     started = time.monotonic()
     try:
         with _hooks.installed(hooks):

@@ -24,6 +24,13 @@ What it implements of ``POST /2015-03-31/functions/{FunctionName}/invocations``:
   (``x-amzn-ErrorType`` header, JSON body with ``Type`` and ``message``), so botocore raises
   a ``ClientError`` with that code.
 
+And of ``GET /2015-03-31/functions/{FunctionName}`` (``GetFunction``), for the functions
+registered with ``function_code=`` or :meth:`InvokeEndpoint.add_function`: the
+``Configuration`` (name, ARN, handler, runtime, environment variables) and a ``Code.Location``
+URL on this same server (``/code/{name}.zip``) that serves the function's zip, as the
+presigned S3 URL of a real function would. Any other function is ``404
+ResourceNotFoundException``.
+
 Callbacks run on the server's request threads; an exception in ``on_event`` is answered as a
 ``500 ServiceException`` and re-raised when the ``with`` block ends (or by :meth:`check`), so
 a broken test callback cannot go unnoticed. boto3 is imported only by :meth:`client`.
@@ -41,10 +48,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 __all__ = [
     "ERROR_STATUS",
+    "FunctionCode",
     "MAX_ASYNC_PAYLOAD",
     "MAX_SYNC_PAYLOAD",
     "InvokeCall",
@@ -89,6 +97,8 @@ _DEFAULT_MESSAGES = {
 }
 
 _INVOKE_PATH = re.compile(r"/2015-03-31/functions/(?P<name>[^/]+)/invocations/?")
+_FUNCTION_PATH = re.compile(r"/2015-03-31/functions/(?P<name>[^/]+)/?")
+_CODE_PATH = re.compile(r"/code/(?P<name>[^/]+)\.zip")
 _FULL_ARN = re.compile(
     r"arn:(?P<partition>[a-z-]+):lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
     r"function:(?P<name>[^:]+)(?::(?P<qualifier>[^:]+))?"
@@ -117,6 +127,19 @@ class InvokeRequest:
     def json(self) -> Any:
         """The payload decoded as JSON (``None`` for an empty payload)."""
         return json.loads(self.payload) if self.payload else None
+
+
+@dataclass(frozen=True)
+class FunctionCode:
+    """What ``GetFunction`` answers for one function: its configuration and its zip."""
+
+    handler: str
+    """``Configuration.Handler``, e.g. ``app.handler``."""
+    zip_bytes: bytes = field(repr=False)
+    """The deployment package served at ``Code.Location``."""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    """``Configuration.Environment.Variables``."""
+    runtime: str = "python3.12"
 
 
 @dataclass(frozen=True)
@@ -155,8 +178,11 @@ class InvokeEndpoint:
     ``on_event(request)`` receives every accepted ``Event`` invocation; ``on_invoke(request)``
     answers every ``RequestResponse`` one (a JSON-serialisable value, or ``bytes`` sent as
     they are; without it the answer is ``null``). ``functions``, if given, is the set of
-    known function names: any other is ``404 ResourceNotFoundException``. Every answered
-    request is recorded in :attr:`calls`.
+    known function names: any other is ``404 ResourceNotFoundException`` (a function
+    registered with code is known too). ``function_code`` maps function names to the
+    :class:`FunctionCode` that ``GetFunction`` answers (see also :meth:`add_function`).
+    Every answered ``Invoke`` request is recorded in :attr:`calls`; ``GetFunction`` requests
+    in :attr:`get_function_calls` and code downloads in :attr:`code_downloads`.
     """
 
     def __init__(
@@ -165,6 +191,7 @@ class InvokeEndpoint:
         on_event: Callable[[InvokeRequest], None] | None = None,
         on_invoke: Callable[[InvokeRequest], Any] | None = None,
         functions: set[str] | frozenset[str] | None = None,
+        function_code: Mapping[str, FunctionCode] | None = None,
         region: str = "us-east-1",
         account: str = "123456789012",
     ) -> None:
@@ -177,6 +204,9 @@ class InvokeEndpoint:
         self._calls: list[InvokeCall] = []
         self._faults: list[_Fault] = []
         self._errors: list[BaseException] = []
+        self._code: dict[str, FunctionCode] = dict(function_code or {})
+        self._get_function_calls: list[str] = []
+        self._code_downloads: list[str] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -248,6 +278,78 @@ class InvokeEndpoint:
         """The ARN of ``function_name`` in this endpoint's region and account."""
         base = f"arn:aws:lambda:{self.region}:{self.account}:function:{function_name}"
         return base if qualifier is None else f"{base}:{qualifier}"
+
+    # -- function code (GetFunction) --------------------------------------------------------
+
+    def add_function(
+        self,
+        name: str,
+        *,
+        handler: str,
+        zip_bytes: bytes,
+        environment: Mapping[str, str] | None = None,
+        runtime: str = "python3.12",
+    ) -> FunctionCode:
+        """Register (or replace) the code and configuration ``GetFunction`` answers for
+        ``name``; returns what was registered."""
+        code = FunctionCode(handler, zip_bytes, dict(environment or {}), runtime)
+        with self._lock:
+            self._code[name] = code
+        return code
+
+    def code_url(self, name: str) -> str:
+        """The ``Code.Location`` of ``name``: its zip on this server."""
+        return f"{self.url}/code/{quote(name, safe='')}.zip"
+
+    @property
+    def get_function_calls(self) -> list[str]:
+        """The function names ``GetFunction`` was asked for, answered or not (a copy)."""
+        with self._lock:
+            return list(self._get_function_calls)
+
+    @property
+    def code_downloads(self) -> list[str]:
+        """The function names whose zip was downloaded (a copy)."""
+        with self._lock:
+            return list(self._code_downloads)
+
+    def _function_code(self, name: str) -> FunctionCode | None:
+        with self._lock:
+            return self._code.get(name)
+
+    def _get_function(self, function: str, query_qualifier: str | None) -> bytes:
+        """The ``GetFunction`` answer for ``function`` (errors raise :class:`_Answer`)."""
+        name, qualifier = self._parse_name(function, query_qualifier)
+        with self._lock:
+            self._get_function_calls.append(name)
+        code = self._function_code(name)
+        if code is None:
+            raise _Answer(
+                404,
+                "ResourceNotFoundException",
+                f"Function not found: {self.arn(name, qualifier)}",
+            )
+        body = {
+            "Configuration": {
+                "FunctionName": name,
+                "FunctionArn": self.arn(name, qualifier),
+                "Runtime": code.runtime,
+                "Handler": code.handler,
+                "CodeSize": len(code.zip_bytes),
+                "Version": qualifier if (qualifier or "").isdigit() else "$LATEST",
+                "PackageType": "Zip",
+                "Environment": {"Variables": dict(code.environment)},
+            },
+            "Code": {"RepositoryType": "S3", "Location": self.code_url(name)},
+        }
+        return json.dumps(body).encode()
+
+    def _download(self, name: str) -> bytes | None:
+        code = self._function_code(name)
+        if code is not None:
+            with self._lock:
+                self._code_downloads.append(name)
+        return None if code is None else code.zip_bytes
 
     # -- what happened ----------------------------------------------------------------------
 
@@ -367,7 +469,11 @@ class InvokeEndpoint:
             if fault.error == "TooManyRequestsException":
                 extra["Reason"] = "ConcurrentInvocationLimitExceeded"
             raise _Answer(fault.status, fault.error, fault.message, **extra)
-        if self.functions is not None and request.function_name not in self.functions:
+        if (
+            self.functions is not None
+            and request.function_name not in self.functions
+            and self._function_code(request.function_name) is None
+        ):
             raise _Answer(
                 404,
                 "ResourceNotFoundException",
@@ -472,9 +578,42 @@ def _make_handler(endpoint: InvokeEndpoint) -> type[BaseHTTPRequestHandler]:
             self._send(status, payload, request_id, extra)
 
         def do_GET(self) -> None:
+            request_id = str(uuid.uuid4())
+            if self._read_body(request_id) is None:
+                return
+            parts = urlsplit(self.path)
+            code = _CODE_PATH.fullmatch(parts.path)
+            if code is not None:
+                data = endpoint._download(unquote(code["name"]))
+                if data is None:
+                    self._send_error(
+                        404, "NoSuchKey", "The specified key does not exist.", request_id
+                    )
+                else:
+                    self._send(200, data, request_id, {"Content-Type": "application/zip"})
+                return
+            match = _FUNCTION_PATH.fullmatch(parts.path)
+            if match is None:
+                self._send_error(
+                    404, "UnknownOperationException", f"no operation at {parts.path}", request_id
+                )
+                return
+            qualifiers = parse_qs(parts.query).get("Qualifier")
+            try:
+                body = endpoint._get_function(
+                    unquote(match["name"]), qualifiers[0] if qualifiers else None
+                )
+            except _Answer as answer:
+                self._send_error(
+                    answer.status, answer.error, answer.message, request_id, **answer.extra
+                )
+                return
+            self._send(200, body, request_id, {})
+
+        def do_PUT(self) -> None:
             self._not_found()
 
-        do_PUT = do_DELETE = do_HEAD = do_GET
+        do_DELETE = do_HEAD = do_PUT
 
         def _not_found(self) -> None:
             request_id = str(uuid.uuid4())
@@ -520,7 +659,8 @@ def _make_handler(endpoint: InvokeEndpoint) -> type[BaseHTTPRequestHandler]:
             self, status: int, body: bytes, request_id: str, headers: Mapping[str, str]
         ) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            if "Content-Type" not in headers:
+                self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.send_header("x-amzn-RequestId", request_id)
             for name, value in headers.items():
