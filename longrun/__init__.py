@@ -11,7 +11,7 @@
 ``import longrun`` does not import boto3: clients are created on first use.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from .decorator import longrun
 from .errors import (
@@ -39,10 +39,18 @@ from .handoff.fargate import Fargate
 from .run import Run, current_run
 from .stores import CheckpointStore, FileStore, MemoryStore, S3Store
 
-try:
-    __version__ = version("longrun")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+
+def __getattr__(name: str) -> Any:
+    # __version__ on demand: importlib.metadata costs ~30 ms of every cold start.
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("longrun")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree
+            return "0.0.0"
+    raise AttributeError(f"module 'longrun' has no attribute {name!r}")
+
 
 __all__ = [
     "CheckpointConflict",
