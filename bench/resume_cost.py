@@ -18,8 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from longrun import FileStore, current_run, longrun
-from longrun import _hooks
+from longrun import FileStore, _hooks, current_run, longrun
 from longrun.checkpoint import make_envelope
 
 
