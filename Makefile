@@ -17,7 +17,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
-	$(BIN)/python examples/etl/demo.py
+	$(BIN)/python examples/emulator/demo.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check longrun tests examples bench

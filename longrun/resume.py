@@ -40,7 +40,7 @@ class Resumed:
     task_arn: str | None = None
 
 
-def _resumable(loaded: Loaded, now_ms: int) -> str | None:
+def _resumable(loaded: Loaded, now_ms: int, failed_request_id: str | None) -> str | None:
     """Why the run must not be taken over now, or ``None`` if it may."""
     doc = loaded.document
     status = doc["status"]
@@ -49,7 +49,12 @@ def _resumable(loaded: Loaded, now_ms: int) -> str | None:
     claim = doc.get("claim") or {}
     if status == "running":
         deadline = claim.get("deadline_ms")
-        if deadline is None or now_ms < deadline:
+        live = deadline is None or now_ms < deadline
+        # Lambda reports a request as failed only once all its attempts ended: a live-looking
+        # claim held by that very request belongs to an invocation that died early (out of
+        # memory, a crash). Should one of its deliveries still run, fencing stops it at its
+        # next write.
+        if live and not (failed_request_id and claim.get("request_id") == failed_request_id):
             return f"hop {doc['hop']} is running under request {claim.get('request_id')}"
     if status == "escalated" and (doc.get("escalation") or {}).get("task_arn"):
         return f"already escalated to {doc['escalation']['task_arn']}"
@@ -59,7 +64,13 @@ def _resumable(loaded: Loaded, now_ms: int) -> str | None:
 
 
 def _take_over(
-    store: CheckpointStore, run_id: str, hooks: Hooks, status: str, next_: str, reason: str
+    store: CheckpointStore,
+    run_id: str,
+    hooks: Hooks,
+    status: str,
+    next_: str,
+    reason: str,
+    failed_request_id: str | None = None,
 ) -> tuple[Loaded | None, str]:
     """Mark the run handed off to hop+1 (conditional write); ``None`` and why if not."""
     for _ in range(5):
@@ -67,7 +78,7 @@ def _take_over(
         if loaded is None:
             raise RunNotFound(f"cannot resume: {store.describe(store.key(run_id))} does not exist.")
         now = hooks.wall_ms()
-        why_not = _resumable(loaded, now)
+        why_not = _resumable(loaded, now, failed_request_id)
         if why_not:
             return None, why_not
         doc = loaded.document
@@ -95,10 +106,17 @@ def resume_in_fargate(
     *,
     reason: str = "resumed",
     hooks: Hooks | None = None,
+    failed_request_id: str | None = None,
 ) -> Resumed:
-    """Escalate ``run_id`` to a Fargate task, unless it is live, finished or already there."""
+    """Escalate ``run_id`` to a Fargate task, unless it is live, finished or already there.
+
+    ``failed_request_id``: the request Lambda reported as failed after all its attempts (the
+    safety net knows it); a claim still held by it is taken over before its deadline.
+    """
     hooks = hooks or Hooks()
-    loaded, why = _take_over(store, run_id, hooks, "escalated", "fargate", reason)
+    loaded, why = _take_over(
+        store, run_id, hooks, "escalated", "fargate", reason, failed_request_id
+    )
     if loaded is None:
         log.info("run %s: not resumed (%s)", run_id, why)
         return Resumed(run_id, "skipped", why)

@@ -519,7 +519,14 @@ def _handle(failure: _Failure, message_id: str | None, config: _Config) -> dict[
     elif request_id is not None and config.store.load(request_id) is not None:
         run_id = request_id
     if run_id is not None:
-        resumed = resume_in_fargate(config.store, config.target, run_id, reason=reason, hooks=hooks)
+        resumed = resume_in_fargate(
+            config.store,
+            config.target,
+            run_id,
+            reason=reason,
+            hooks=hooks,
+            failed_request_id=request_id,
+        )
         return {
             "action": resumed.action,
             "run_id": run_id,

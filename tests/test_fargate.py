@@ -932,8 +932,10 @@ def test_sigterm_checkpoints_and_starts_a_replacement_task(
     wait_until(lambda: len(Journal(journal).items) >= in_lambda + 2, 15, "items in the task")
     process.terminate()
     stopped_at = time.monotonic()
-    summary = finish(process, timeout=10)
-    assert time.monotonic() - stopped_at < 5  # inside LONGRUN_FARGATE_STOP_S + hand-off
+    summary = finish(process, timeout=30)
+    # Well inside ECS's stopTimeout (30 s by default): LONGRUN_FARGATE_STOP_S (2 s) plus the
+    # checkpoint and RunTask, with room for a loaded CI machine.
+    assert time.monotonic() - stopped_at < 20
 
     assert summary["stopping"] is True
     status = summary["longrun"]

@@ -291,8 +291,12 @@ def test_sqs_batch_of_every_kind(aws: Aws, caplog: pytest.LogCaptureFixture) -> 
                 "KinesisBatchInfo": {"shardId": "shardId-000000000000", "batchSize": 10},
             }
         ),
-        # 4: dead letter of a run whose hop is still live (its claim has not expired)
-        sqs_record(live.dead_letters[0].event, dlq_attributes(live.run_id)),
+        # 4: dead letter for a run whose hop is still live under ANOTHER request (its
+        # claim has not expired): left alone
+        sqs_record(
+            {"longrun": {"v": 1, "run_id": live.run_id, "hop": 0}},
+            dlq_attributes("another-request"),
+        ),
         # 5: a run whose checkpoint cannot be read: a failure SQS should deliver again
         sqs_record({"job": "corrupt"}, dlq_attributes(corrupt)),
         # 6: dead letter of an undecorated function (its name comes from the environment)
@@ -511,3 +515,16 @@ def test_dead_letter_of_an_unknown_function_needs_its_name(aws: Aws) -> None:
     assert aws.tasks() == []
     listing = aws.s3.list_objects_v2(Bucket=aws.bucket, Prefix="longrun/safety-net/")
     assert listing.get("KeyCount") == 0  # nothing stored, no fence left behind
+
+
+def test_claim_of_the_failed_request_itself_is_taken_over(aws: Aws) -> None:
+    """A hop that died early (out of memory) still holds a claim until its deadline; Lambda
+    reports its request as failed only after every attempt ended, so the safety net takes
+    the run over instead of leaving it stuck in `running`."""
+    live = killed_run(aws, epoch_offset_s=+3600.0)
+    assert live.run_id
+    summary = safety_net.handler(
+        {"Records": [sqs_record(live.dead_letters[0].event, dlq_attributes(live.run_id))]}, None
+    )
+    [result] = summary["results"]
+    assert_escalated(aws, result, live.run_id, hop=1)
