@@ -558,6 +558,29 @@ def fault_proxy(longrun_local: LocalLambda) -> Iterator[FaultProxy]:
 S3_RETRIES = {"AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "3"}
 
 
+def run_job_behind_proxy(
+    emulator: LocalLambda,
+    event: dict[str, Any],
+    journal_path: Path,
+    fault_proxy: FaultProxy,
+    **deploy: Any,
+) -> tuple[Report, str, Journal, RunSummary, Redo]:
+    """:func:`run_job` with the checkpoints in moto's S3 reached through ``fault_proxy``
+    (botocore's standard retries, 3 attempts) and no escalation, then :func:`check_run`."""
+    report, run_id = run_job(
+        emulator,
+        event,
+        journal_path,
+        env={**S3_RETRIES, "AWS_ENDPOINT_URL_S3": fault_proxy.url},
+        store="s3",
+        escalate=False,
+        **deploy,
+    )
+    journal = Journal(journal_path)
+    run, redo = check_run(report, run_id, event, journal)
+    return report, run_id, journal, run, redo
+
+
 def test_store_throttled_writes_are_retried_by_botocore(
     longrun_local: LocalLambda, journal_path: Path, fault_proxy: FaultProxy
 ) -> None:
@@ -572,17 +595,9 @@ def test_store_throttled_writes_are_retried_by_botocore(
     # The claim can take ~1 s longer (SlowDown backs off up to 1 s) and the adaptive margin
     # learns that write time: a 4 s timeout leaves the hop room to make progress after it.
     event = {"records": 900, "batch": 10, "work_s": 0.06}
-    report, run_id = run_job(
-        longrun_local,
-        event,
-        journal_path,
-        env={**S3_RETRIES, "AWS_ENDPOINT_URL_S3": fault_proxy.url},
-        store="s3",
-        timeout_s=4.0,
-        escalate=False,
+    report, run_id, _, run, redo = run_job_behind_proxy(
+        longrun_local, event, journal_path, fault_proxy, timeout_s=4.0
     )
-    journal = Journal(journal_path)
-    run, redo = check_run(report, run_id, event, journal)
     assert fault_proxy.injected() == 2
     assert redo.redone == 0 and run.kills == 0 and run.retries == 0
     assert all(r.outcome in ("continued", "completed") for r in report.of_run(run_id))
@@ -595,18 +610,9 @@ def test_store_failing_every_retry_fails_the_hop_cleanly_and_lambda_retry_resume
     # that one gets three 500s (botocore's three attempts), so the hop fails with StoreError.
     fault_proxy.fail_s3_puts(times=3, status=500, skip=3, key_suffix="checkpoint.json")
     event = {"records": 240, "batch": 10, "work_s": 0.06}
-    report, run_id = run_job(
-        longrun_local,
-        event,
-        journal_path,
-        env={**S3_RETRIES, "AWS_ENDPOINT_URL_S3": fault_proxy.url},
-        store="s3",
-        timeout_s=2.0,
-        escalate=False,
-        retry_delays_s=(0.2, 0.2),
+    report, run_id, journal, run, redo = run_job_behind_proxy(
+        longrun_local, event, journal_path, fault_proxy, timeout_s=2.0, retry_delays_s=(0.2, 0.2)
     )
-    journal = Journal(journal_path)
-    run, redo = check_run(report, run_id, event, journal)
     assert fault_proxy.injected() == 3
     mine = report.of_run(run_id)
     [failed] = [r for r in mine if r.outcome == "error"]

@@ -306,25 +306,68 @@ def explicit_job(
     return load_module(write_image(tmp_path, conf) / "jobmod.py")
 
 
-def env_job_settings(
-    *,
+JobFactory = Callable[..., ModuleType]
+
+
+@pytest.fixture
+def make_job(
+    tmp_path: Path,
     moto_server: str,
+    endpoint: InvokeEndpoint,
     bucket: str,
-    journal: Path,
+    ecs_client: Any,
     cluster: str,
-    task_definition: str,
-    network: Mapping[str, str],
-) -> dict[str, str]:
-    """The LONGRUN_* configuration of the environment-configured job."""
-    return {
-        "LONGRUN_CHECKPOINT_URI": f"s3://{bucket}/runs/",
-        "LONGRUN_FARGATE_CLUSTER": cluster,
-        "LONGRUN_FARGATE_TASK_DEFINITION": task_definition,
-        "LONGRUN_FARGATE_CONTAINER": CONTAINER,
-        "LONGRUN_FARGATE_SUBNETS": network["subnet"],
-        "LONGRUN_FARGATE_SECURITY_GROUPS": network["security_group"],
-        "JOB_JOURNAL": str(journal),
-    }
+    network: dict[str, str],
+    journal: Path,
+) -> JobFactory:
+    """Makes :func:`explicit_job` on this test's fixtures: with ``task_definition`` (default: a
+    new one that runs ``jobmod.handler``), ``subnet`` instead of the test network's, and
+    ``fargate`` as more ``Fargate(...)`` arguments."""
+
+    def make(
+        longrun_options: Mapping[str, Any],
+        *,
+        task_definition: str | None = None,
+        subnet: str | None = None,
+        **fargate: Any,
+    ) -> ModuleType:
+        return explicit_job(
+            tmp_path,
+            moto_server=moto_server,
+            endpoint=endpoint,
+            bucket=bucket,
+            journal=journal,
+            cluster=cluster,
+            task_definition=task_definition or register_task_definition(ecs_client, HANDLER),
+            network={**network, "subnet": subnet or network["subnet"]},
+            longrun_options=longrun_options,
+            **fargate,
+        )
+
+    return make
+
+
+EnvJobSettings = Callable[[str], dict[str, str]]
+
+
+@pytest.fixture
+def env_job_settings(
+    bucket: str, journal: Path, cluster: str, network: dict[str, str]
+) -> EnvJobSettings:
+    """The LONGRUN_* configuration of the environment-configured job, for a task definition."""
+
+    def settings(task_definition: str) -> dict[str, str]:
+        return {
+            "LONGRUN_CHECKPOINT_URI": f"s3://{bucket}/runs/",
+            "LONGRUN_FARGATE_CLUSTER": cluster,
+            "LONGRUN_FARGATE_TASK_DEFINITION": task_definition,
+            "LONGRUN_FARGATE_CONTAINER": CONTAINER,
+            "LONGRUN_FARGATE_SUBNETS": network["subnet"],
+            "LONGRUN_FARGATE_SECURITY_GROUPS": network["security_group"],
+            "JOB_JOURNAL": str(journal),
+        }
+
+    return settings
 
 
 def use_env(monkeypatch: pytest.MonkeyPatch, env: Mapping[str, str]) -> None:
@@ -396,6 +439,17 @@ def hops(doc: Mapping[str, Any]) -> list[tuple[int, str, str]]:
     return [(h["hop"], h["where"], h["outcome"]) for h in doc["hops"]]
 
 
+def assert_completed_in_one_task(
+    s3_client: Any, bucket: str, run_id: str, journal: Path, count: int
+) -> None:
+    """Hop 0 escalated from Lambda and the one task (hop 1) completed the run with ``count``
+    items, each done exactly once, in order."""
+    doc = checkpoint(s3_client, bucket, run_id)
+    assert doc["status"] == "completed" and doc["result"]["done"] == count
+    assert hops(doc) == [(0, "lambda", "escalated"), (1, "fargate", "completed")]
+    assert Journal(journal).items == list(range(count))
+
+
 def capture_run_task(client: Any, *, fail: Callable[[dict[str, Any]], str | None]) -> list[Any]:
     """Record every RunTask request ``client`` sends; answer with a failure of reason
     ``fail(request)`` when it returns one (the call then never reaches moto)."""
@@ -454,30 +508,17 @@ HANDLER = {"LONGRUN_HANDLER": "jobmod.handler"}
 
 
 def test_escalation_after_hop_budget_then_runner_completes_the_run(
-    tmp_path: Path,
-    moto_server: str,
-    endpoint: InvokeEndpoint,
+    make_job: JobFactory,
     delivered: queue.Queue[InvokeRequest],
     s3_client: Any,
     bucket: str,
     ecs_client: Any,
-    cluster: str,
     network: dict[str, str],
     launcher: EcsLauncher,
     journal: Path,
 ) -> None:
     task_definition = register_task_definition(ecs_client, HANDLER)
-    job = explicit_job(
-        tmp_path,
-        moto_server=moto_server,
-        endpoint=endpoint,
-        bucket=bucket,
-        journal=journal,
-        cluster=cluster,
-        task_definition=task_definition,
-        network=network,
-        longrun_options={"max_hops": 1, "min_margin_ms": 300},
-    )
+    job = make_job({"max_hops": 1, "min_margin_ms": 300}, task_definition=task_definition)
     run_id = f"budget-{uuid.uuid4().hex[:8]}"
     count = 40
 
@@ -548,31 +589,16 @@ def test_escalation_after_hop_budget_then_runner_completes_the_run(
 
 
 def test_hop_without_progress_escalates_at_once_and_runner_finishes(
-    tmp_path: Path,
-    moto_server: str,
+    make_job: JobFactory,
     endpoint: InvokeEndpoint,
     delivered: queue.Queue[InvokeRequest],
     s3_client: Any,
     bucket: str,
-    ecs_client: Any,
-    cluster: str,
-    network: dict[str, str],
     launcher: EcsLauncher,
     journal: Path,
 ) -> None:
-    task_definition = register_task_definition(ecs_client, HANDLER)
-    job = explicit_job(
-        tmp_path,
-        moto_server=moto_server,
-        endpoint=endpoint,
-        bucket=bucket,
-        journal=journal,
-        cluster=cluster,
-        task_definition=task_definition,
-        network=network,
-        # A margin larger than the Lambda timeout: no item can ever start in Lambda.
-        longrun_options={"margin_ms": 5000, "max_hops": 10},
-    )
+    # A margin larger than the Lambda timeout: no item can ever start in Lambda.
+    job = make_job({"margin_ms": 5000, "max_hops": 10})
     run_id = f"noprog-{uuid.uuid4().hex[:8]}"
 
     started = time.monotonic()
@@ -596,40 +622,20 @@ def test_hop_without_progress_escalates_at_once_and_runner_finishes(
     summary = finish(launcher.launch(spec))
     assert summary["result"]["done"] == 5
 
-    doc = checkpoint(s3_client, bucket, run_id)
-    assert doc["status"] == "completed" and doc["result"]["done"] == 5
-    assert hops(doc) == [(0, "lambda", "escalated"), (1, "fargate", "completed")]
-    assert Journal(journal).items == list(range(5))
+    assert_completed_in_one_task(s3_client, bucket, run_id, journal, 5)
 
 
 # -- 3. the 8192-character overrides limit --------------------------------------------------
 
 
 def test_large_event_escalates_with_small_overrides(
-    tmp_path: Path,
-    moto_server: str,
-    endpoint: InvokeEndpoint,
+    make_job: JobFactory,
     delivered: queue.Queue[InvokeRequest],
     s3_client: Any,
     bucket: str,
-    ecs_client: Any,
-    cluster: str,
-    network: dict[str, str],
     launcher: EcsLauncher,
-    journal: Path,
 ) -> None:
-    task_definition = register_task_definition(ecs_client, HANDLER)
-    job = explicit_job(
-        tmp_path,
-        moto_server=moto_server,
-        endpoint=endpoint,
-        bucket=bucket,
-        journal=journal,
-        cluster=cluster,
-        task_definition=task_definition,
-        network=network,
-        longrun_options={"margin_ms": 5000},
-    )
+    job = make_job({"margin_ms": 5000})
     run_id = f"big-{uuid.uuid4().hex[:8]}"
     event = {"count": 3, "item_s": 0.01, "blob": "x" * 100_000}
 
@@ -648,17 +654,13 @@ def test_large_event_escalates_with_small_overrides(
 
 
 def test_overrides_over_the_limit_fail_before_run_task(
-    tmp_path: Path,
-    moto_server: str,
-    endpoint: InvokeEndpoint,
-    delivered: queue.Queue[InvokeRequest],
+    make_job: JobFactory,
     s3_client: Any,
     bucket: str,
     ecs_client: Any,
     cluster: str,
     network: dict[str, str],
     launcher: EcsLauncher,
-    journal: Path,
 ) -> None:
     long_handler = "pkg." + "m" * 9000 + ".handler"
     settings = resolve_fargate(
@@ -689,17 +691,9 @@ def test_overrides_over_the_limit_fail_before_run_task(
 
     # Through a decorated handler: the escalation fails, nothing reaches ECS, the run keeps
     # its checkpoint as failed.
-    task_definition = register_task_definition(ecs_client, {})
-    job = explicit_job(
-        tmp_path,
-        moto_server=moto_server,
-        endpoint=endpoint,
-        bucket=bucket,
-        journal=journal,
-        cluster=cluster,
-        task_definition=task_definition,
-        network=network,
-        longrun_options={"margin_ms": 5000},
+    job = make_job(
+        {"margin_ms": 5000},
+        task_definition=register_task_definition(ecs_client, {}),
         handler=long_handler,
     )
     requests = capture_run_task(job.ecs, fail=lambda request: None)
@@ -720,33 +714,13 @@ SpotJob = Callable[..., ModuleType]
 
 
 @pytest.fixture
-def spot_job(
-    tmp_path: Path,
-    moto_server: str,
-    endpoint: InvokeEndpoint,
-    bucket: str,
-    ecs_client: Any,
-    cluster: str,
-    network: dict[str, str],
-    journal: Path,
-) -> SpotJob:
+def spot_job(make_job: JobFactory) -> SpotJob:
     """Makes the job with ``Fargate(spot=True)`` (escalating at once unless told otherwise)."""
 
     def make(
         longrun_options: Mapping[str, Any] | None = None, subnet: str | None = None
     ) -> ModuleType:
-        return explicit_job(
-            tmp_path,
-            moto_server=moto_server,
-            endpoint=endpoint,
-            bucket=bucket,
-            journal=journal,
-            cluster=cluster,
-            task_definition=register_task_definition(ecs_client, HANDLER),
-            network={**network, "subnet": subnet or network["subnet"]},
-            longrun_options=longrun_options or {"margin_ms": 5000},
-            spot=True,
-        )
+        return make_job(longrun_options or {"margin_ms": 5000}, subnet=subnet, spot=True)
 
     return make
 
@@ -856,72 +830,56 @@ def test_invalid_subnet_fails_the_escalation_with_the_ecs_error(
 # -- 5. SIGTERM -----------------------------------------------------------------------------
 
 
-def _env_job_run(
+EnvJobRun = Callable[..., tuple[str, str]]
+
+
+@pytest.fixture
+def env_job_run(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    *,
     moto_server: str,
-    bucket: str,
-    journal: Path,
-    cluster: str,
+    env_job_settings: EnvJobSettings,
     ecs_client: Any,
-    network: Mapping[str, str],
-    event: Mapping[str, Any],
-    settings: Mapping[str, str],
-    runner_env: Mapping[str, str],
     delivered: queue.Queue[InvokeRequest],
-) -> tuple[str, str]:
-    """An environment-configured job whose first (Lambda) hop escalates; returns
+) -> EnvJobRun:
+    """Runs an environment-configured job whose first (Lambda) hop escalates; returns
     (run_id, task definition ARN)."""
-    family = f"worker-{uuid.uuid4().hex[:10]}"  # named by family: its latest revision
-    env = env_job_settings(
-        moto_server=moto_server,
-        bucket=bucket,
-        journal=journal,
-        cluster=cluster,
-        task_definition=family,
-        network=network,
-    )
-    env.update(settings)
-    # The task definition carries the same configuration as the function (plus the runner's).
-    task_definition = register_task_definition(
-        ecs_client, {**env, "LONGRUN_HANDLER": "jobmod.handler", **runner_env}, family=family
-    )
-    use_env(monkeypatch, {**env, "AWS_ENDPOINT_URL": moto_server})
-    job = load_module(write_image(tmp_path, None) / "jobmod.py")
-    run_id = f"env-{uuid.uuid4().hex[:8]}"
-    [response] = drive_lambda(job.handler, dict(event), delivered, request_id=run_id)
-    assert response["longrun"]["next"] == "fargate", response
-    return run_id, task_definition
+
+    def run(
+        *,
+        event: Mapping[str, Any],
+        settings: Mapping[str, str],
+        runner_env: Mapping[str, str],
+    ) -> tuple[str, str]:
+        family = f"worker-{uuid.uuid4().hex[:10]}"  # named by family: its latest revision
+        env = env_job_settings(family)
+        env.update(settings)
+        # The task definition carries the same configuration as the function (plus the runner's).
+        task_definition = register_task_definition(
+            ecs_client, {**env, "LONGRUN_HANDLER": "jobmod.handler", **runner_env}, family=family
+        )
+        use_env(monkeypatch, {**env, "AWS_ENDPOINT_URL": moto_server})
+        job = load_module(write_image(tmp_path, None) / "jobmod.py")
+        run_id = f"env-{uuid.uuid4().hex[:8]}"
+        [response] = drive_lambda(job.handler, dict(event), delivered, request_id=run_id)
+        assert response["longrun"]["next"] == "fargate", response
+        return run_id, task_definition
+
+    return run
 
 
 def test_sigterm_checkpoints_and_starts_a_replacement_task(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    moto_server: str,
-    delivered: queue.Queue[InvokeRequest],
+    env_job_run: EnvJobRun,
     s3_client: Any,
     bucket: str,
-    ecs_client: Any,
-    cluster: str,
-    network: dict[str, str],
     launcher: EcsLauncher,
     journal: Path,
 ) -> None:
     count = 16
-    run_id, task_definition = _env_job_run(
-        tmp_path,
-        monkeypatch,
-        moto_server=moto_server,
-        bucket=bucket,
-        journal=journal,
-        cluster=cluster,
-        ecs_client=ecs_client,
-        network=network,
+    run_id, task_definition = env_job_run(
         event={"count": count, "item_s": 0.2},
         settings={"LONGRUN_MAX_HOPS": "0", "LONGRUN_MIN_MARGIN_MS": "300"},
         runner_env={"LONGRUN_FARGATE_STOP_S": "2"},
-        delivered=delivered,
     )
     in_lambda = len(Journal(journal).items)
     assert 0 < in_lambda < count
@@ -974,33 +932,18 @@ def test_sigterm_checkpoints_and_starts_a_replacement_task(
 
 
 def test_sigterm_before_any_item_still_hands_over(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    moto_server: str,
-    delivered: queue.Queue[InvokeRequest],
+    env_job_run: EnvJobRun,
     s3_client: Any,
     bucket: str,
-    ecs_client: Any,
-    cluster: str,
-    network: dict[str, str],
     launcher: EcsLauncher,
     journal: Path,
 ) -> None:
     """A Spot interruption while the task is still setting up (no item done yet) must hand
     the run to a replacement, not fail it as "no progress"."""
-    run_id, _ = _env_job_run(
-        tmp_path,
-        monkeypatch,
-        moto_server=moto_server,
-        bucket=bucket,
-        journal=journal,
-        cluster=cluster,
-        ecs_client=ecs_client,
-        network=network,
+    run_id, _ = env_job_run(
         event={"count": 3, "item_s": 0.05, "setup_s": 1.0},
         settings={"LONGRUN_MARGIN_MS": "5000"},  # no item fits in Lambda
         runner_env={"LONGRUN_FARGATE_STOP_S": "0.5"},
-        delivered=delivered,
     )
     [first] = launcher.pending()
     process = launcher.launch(first)
@@ -1070,19 +1013,12 @@ def test_function_mode_downloads_code_and_merges_its_environment(
     bucket: str,
     ecs_client: Any,
     cluster: str,
-    network: dict[str, str],
+    env_job_settings: EnvJobSettings,
     journal: Path,
 ) -> None:
     # The task definition of a function-mode image: it only names the function.
     task_definition = register_task_definition(ecs_client, {"LONGRUN_FUNCTION_NAME": FUNCTION})
-    function_env = env_job_settings(
-        moto_server=moto_server,
-        bucket=bucket,
-        journal=journal,
-        cluster=cluster,
-        task_definition=task_definition,
-        network=network,
-    )
+    function_env = env_job_settings(task_definition)
     run_id = f"fn-{uuid.uuid4().hex[:8]}"
     endpoint.add_function(
         FUNCTION,
@@ -1125,10 +1061,7 @@ def test_function_mode_downloads_code_and_merges_its_environment(
     }
     assert endpoint.get_function_calls == [FUNCTION]
     assert endpoint.code_downloads == [FUNCTION]
-    doc = checkpoint(s3_client, bucket, run_id)
-    assert doc["status"] == "completed" and doc["result"]["done"] == 4
-    assert hops(doc) == [(0, "lambda", "escalated"), (1, "fargate", "completed")]
-    assert Journal(journal).items == list(range(4))
+    assert_completed_in_one_task(s3_client, bucket, run_id, journal, 4)
 
 
 def test_function_mode_runs_one_stored_event_through_a_plain_handler(
@@ -1263,30 +1196,14 @@ def test_runner_configuration_errors_exit_2(
 
 
 def test_runner_exits_1_and_records_the_failure_when_the_handler_raises(
-    tmp_path: Path,
-    moto_server: str,
-    endpoint: InvokeEndpoint,
+    make_job: JobFactory,
     delivered: queue.Queue[InvokeRequest],
     s3_client: Any,
     bucket: str,
-    ecs_client: Any,
-    cluster: str,
-    network: dict[str, str],
     launcher: EcsLauncher,
     journal: Path,
 ) -> None:
-    task_definition = register_task_definition(ecs_client, HANDLER)
-    job = explicit_job(
-        tmp_path,
-        moto_server=moto_server,
-        endpoint=endpoint,
-        bucket=bucket,
-        journal=journal,
-        cluster=cluster,
-        task_definition=task_definition,
-        network=network,
-        longrun_options={"margin_ms": 5000},
-    )
+    job = make_job({"margin_ms": 5000})
     run_id = f"fail-{uuid.uuid4().hex[:8]}"
     event = {"count": 5, "item_s": 0.01, "fail_at": 3}
     drive_lambda(job.handler, event, delivered, request_id=run_id)
@@ -1339,30 +1256,14 @@ def test_runner_prints_a_summary_when_the_code_cannot_be_loaded(
 
 
 def test_sigterm_during_start_up_does_not_strand_the_run(
-    tmp_path: Path,
-    moto_server: str,
-    endpoint: InvokeEndpoint,
+    make_job: JobFactory,
     delivered: queue.Queue[InvokeRequest],
     s3_client: Any,
     bucket: str,
-    ecs_client: Any,
-    cluster: str,
-    network: dict[str, str],
     launcher: EcsLauncher,
     journal: Path,
 ) -> None:
-    task_definition = register_task_definition(ecs_client, HANDLER)
-    job = explicit_job(
-        tmp_path,
-        moto_server=moto_server,
-        endpoint=endpoint,
-        bucket=bucket,
-        journal=journal,
-        cluster=cluster,
-        task_definition=task_definition,
-        network=network,
-        longrun_options={"margin_ms": 5000},
-    )
+    job = make_job({"margin_ms": 5000})
     run_id = f"early-{uuid.uuid4().hex[:8]}"
     drive_lambda(job.handler, {"count": 3, "item_s": 0.01}, delivered, request_id=run_id)
     [first] = launcher.pending()
@@ -1381,9 +1282,7 @@ def test_sigterm_during_start_up_does_not_strand_the_run(
 
 
 def test_duplicate_task_for_a_live_run_runs_no_user_code(
-    tmp_path: Path,
-    moto_server: str,
-    endpoint: InvokeEndpoint,
+    make_job: JobFactory,
     delivered: queue.Queue[InvokeRequest],
     s3_client: Any,
     bucket: str,
@@ -1396,17 +1295,7 @@ def test_duplicate_task_for_a_live_run_runs_no_user_code(
     """A second task for the same hop, arriving after the first task's initial lease would
     have run out: the heartbeat has renewed the lease, so it is refused."""
     task_definition = register_task_definition(ecs_client, HANDLER)
-    job = explicit_job(
-        tmp_path,
-        moto_server=moto_server,
-        endpoint=endpoint,
-        bucket=bucket,
-        journal=journal,
-        cluster=cluster,
-        task_definition=task_definition,
-        network=network,
-        longrun_options={"margin_ms": 5000},
-    )
+    job = make_job({"margin_ms": 5000}, task_definition=task_definition)
     run_id = f"dup-{uuid.uuid4().hex[:8]}"
     count = 25
     lease = {"LONGRUN_FARGATE_LEASE_S": "1.5"}  # heartbeat every max(1, 1.5 / 3) = 1 s

@@ -62,12 +62,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from ..checkpoint import parse_envelope
 from ..errors import LongrunError
 from ..stores.base import CheckpointStore, Loaded
+from ._http import StartStop
 from .ecs_launcher import EcsLauncher, TaskProcess, TaskSpec, base_environment
 from .invoke_endpoint import InvokeEndpoint, InvokeRequest
 from .runtime_api import RuntimeApi, RuntimeInvocation
@@ -501,7 +501,7 @@ class _Delivery:
     first_kind: str = field(compare=False, default="start")
 
 
-class LocalLambda:
+class LocalLambda(StartStop):
     """The emulator. Use as a context manager (or :meth:`start` / :meth:`stop`)::
 
         with LocalLambda(workdir="/tmp/x") as emu:
@@ -596,17 +596,6 @@ class LocalLambda:
             self._endpoint.stop()
         if self._owns_moto:
             self.moto.stop()
-
-    def __enter__(self) -> LocalLambda:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def endpoint(self) -> InvokeEndpoint:

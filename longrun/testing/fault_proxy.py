@@ -22,11 +22,11 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._http import BackgroundHTTPServer
 from .runtime_api import QuietHTTPServer
 
 __all__ = ["FaultProxy", "FaultRule", "ProxiedRequest"]
@@ -82,8 +82,11 @@ class ProxiedRequest:
     injected: bool
 
 
-class FaultProxy:
+class FaultProxy(BackgroundHTTPServer):
     """A reverse proxy to ``target`` (``http://host:port``) that can fail chosen requests."""
+
+    _server_name = "FaultProxy"
+    _server_class = QuietHTTPServer
 
     def __init__(self, target: str) -> None:
         parts = urlsplit(target)
@@ -93,48 +96,13 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._rules: list[FaultRule] = []
         self._requests: list[ProxiedRequest] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> FaultProxy:
-        server = QuietHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"FaultProxy:{server.server_address[1]}",
-            daemon=True,
-        )
-        thread.start()
-        self._server, self._thread = server, thread
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     @property
     def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the FaultProxy is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"http://{self._host_port('the FaultProxy is not started')}"
 
     # -- rules --------------------------------------------------------------------------------
 

@@ -45,10 +45,12 @@ import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from ._http import BackgroundHTTPServer
 
 __all__ = [
     "ERROR_STATUS",
@@ -172,7 +174,7 @@ class _Answer(Exception):
         self.extra = extra
 
 
-class InvokeEndpoint:
+class InvokeEndpoint(BackgroundHTTPServer):
     """Lambda's Invoke API on ``http://127.0.0.1:<ephemeral port>``; use as a context manager.
 
     ``on_event(request)`` receives every accepted ``Event`` invocation; ``on_invoke(request)``
@@ -184,6 +186,8 @@ class InvokeEndpoint:
     Every answered ``Invoke`` request is recorded in :attr:`calls`; ``GetFunction`` requests
     in :attr:`get_function_calls` and code downloads in :attr:`code_downloads`.
     """
+
+    _server_name = "InvokeEndpoint"
 
     def __init__(
         self,
@@ -207,8 +211,6 @@ class InvokeEndpoint:
         self._code: dict[str, FunctionCode] = dict(function_code or {})
         self._get_function_calls: list[str] = []
         self._code_downloads: list[str] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -216,31 +218,7 @@ class InvokeEndpoint:
         """Bind 127.0.0.1 on an ephemeral port and serve on a daemon thread."""
         if self._server is not None:
             raise RuntimeError("this InvokeEndpoint is already started")
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        server.daemon_threads = True
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"InvokeEndpoint:{server.server_address[1]}",
-            daemon=True,
-        )
-        thread.start()
-        self._server, self._thread = server, thread
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket (requests in flight finish on their threads)."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> InvokeEndpoint:
-        return self.start()
+        return super().start()
 
     def __exit__(
         self,
@@ -248,9 +226,12 @@ class InvokeEndpoint:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        super().__exit__(exc_type, exc, tb)
         if exc_type is None:
             self.check()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     def check(self) -> None:
         """Re-raise the first exception an ``on_event`` callback raised, if any."""
@@ -262,10 +243,8 @@ class InvokeEndpoint:
     @property
     def url(self) -> str:
         """``http://127.0.0.1:<port>``: the ``endpoint_url`` for a boto3 Lambda client."""
-        if self._server is None:
-            raise RuntimeError("the InvokeEndpoint is not started; use it in a with block")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        not_started = "the InvokeEndpoint is not started; use it in a with block"
+        return f"http://{self._host_port(not_started)}"
 
     def client(self, **kwargs: Any) -> Any:
         """A new boto3 Lambda client pointed at this endpoint (``kwargs`` go to ``client()``)."""

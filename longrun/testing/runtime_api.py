@@ -47,8 +47,9 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from ._http import BackgroundHTTPServer
 
 __all__ = [
     "API_PREFIX",
@@ -138,12 +139,27 @@ class ApiRequest:
     at_ms: int
 
 
-class RuntimeApi:
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer that does not print a traceback when a client vanishes (a killed
+    runtime's kept-alive connection is reset: that is the point of killing it)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
+class RuntimeApi(BackgroundHTTPServer):
     """The Runtime API of one execution environment on ``127.0.0.1:<ephemeral port>``.
 
     :meth:`assign` queues an invocation; the runtime's ``next`` takes it. ``init_error``
     holds the document of ``/init/error`` once the runtime posted one.
     """
+
+    _server_name = "RuntimeApi"
+    _server_class = QuietHTTPServer
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -155,8 +171,6 @@ class RuntimeApi:
         self.init_error_type: str | None = None
         self._init_error_event = threading.Event()
         self._next_calls = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -164,49 +178,22 @@ class RuntimeApi:
         """Bind 127.0.0.1 on an ephemeral port and serve on a daemon thread."""
         if self._server is not None:
             raise RuntimeError("this RuntimeApi is already started")
-        server = QuietHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"RuntimeApi:{server.server_address[1]}",
-            daemon=True,
-        )
-        thread.start()
-        self._server, self._thread = server, thread
-        return self
+        return super().start()
 
     def stop(self) -> None:
         """Release every blocked ``next`` and close the socket."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
+        super().stop()
 
-    def __enter__(self) -> RuntimeApi:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     @property
     def address(self) -> str:
         """``127.0.0.1:<port>``: the value of ``AWS_LAMBDA_RUNTIME_API`` for the runtime."""
-        if self._server is None:
-            raise RuntimeError("the RuntimeApi is not started")
-        host, port = self._server.server_address[:2]
-        return f"{host!s}:{port}"
+        return self._host_port("the RuntimeApi is not started")
 
     # -- invocations --------------------------------------------------------------------------
 
@@ -330,18 +317,6 @@ class RuntimeApi:
             self.init_error_type = _header(headers, ERROR_TYPE_HEADER)
             self.init_error = _error_document(body, self.init_error_type)
         self._init_error_event.set()
-
-
-class QuietHTTPServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer that does not print a traceback when a client vanishes (a killed
-    runtime's kept-alive connection is reset: that is the point of killing it)."""
-
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            return
-        super().handle_error(request, client_address)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
