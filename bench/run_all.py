@@ -140,7 +140,7 @@ def figure3(quick: bool) -> list[dict[str, Any]]:
 
 
 def figure4(quick: bool) -> list[dict[str, Any]]:
-    repeat = 5 if quick else 9
+    repeat = 5 if quick else 31
     out = []
     for r in resume_cost.run_all(repeat):
         cond = f"FileStore, a {r['iterable']}, hop start to first new item, median of {repeat}"
