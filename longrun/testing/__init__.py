@@ -1,11 +1,18 @@
-"""Testing support: a virtual-time Lambda simulator and the ``longrun_sim`` pytest fixture.
+"""Testing support: a virtual-time Lambda simulator, the local emulator, pytest fixtures.
 
-Runtime code never imports this package; the pytest plugin lives in ``pytest_plugin``.
+Runtime code never imports this package; the pytest plugin lives in ``pytest_plugin``. Names
+are imported on first use, so that the plugin, loaded in every pytest session, stays cheap.
 """
 
-from .clock import HopKilled, VirtualClock
-from .context import FakeContext
-from .sim import Delivery, Faults, HopRecord, LambdaSim, Outcome, SimulatedCrash
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .clock import HopKilled, VirtualClock
+    from .context import FakeContext
+    from .sim import Delivery, Faults, HopRecord, LambdaSim, Outcome, SimulatedCrash
 
 __all__ = [
     "Delivery",
@@ -18,3 +25,22 @@ __all__ = [
     "SimulatedCrash",
     "VirtualClock",
 ]
+
+_WHERE = {
+    "HopKilled": "clock",
+    "VirtualClock": "clock",
+    "FakeContext": "context",
+    "Delivery": "sim",
+    "Faults": "sim",
+    "HopRecord": "sim",
+    "LambdaSim": "sim",
+    "Outcome": "sim",
+    "SimulatedCrash": "sim",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'longrun.testing' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
