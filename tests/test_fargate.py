@@ -882,7 +882,9 @@ def test_sigterm_checkpoints_and_starts_a_replacement_task(
         runner_env={"LONGRUN_FARGATE_STOP_S": "2"},
     )
     in_lambda = len(Journal(journal).items)
-    assert 0 < in_lambda < count
+    # On a loaded machine the 1 s Lambda hop may spend its time on the claim write and start
+    # no item (it then escalates for lack of progress): what matters here is the task.
+    assert 0 <= in_lambda < count
     [first] = launcher.pending()
     assert first.override_environment == {"LONGRUN_RUN_ID": run_id, "LONGRUN_HOP": "1"}
 
@@ -928,7 +930,7 @@ def test_sigterm_checkpoints_and_starts_a_replacement_task(
     assert doc["hops"][2]["request_id"] == f"fargate-{replacement.ecs_task_id}"
     record = Journal(journal)
     assert record.items == list(range(count))  # exactly once across three processes
-    assert set(record.item_hops) == {0, 1, 2}
+    assert set(record.item_hops) == ({0, 1, 2} if in_lambda else {1, 2})
 
 
 def test_sigterm_before_any_item_still_hands_over(
