@@ -31,13 +31,10 @@ import contextlib
 import functools
 import json
 import logging
-import os
-import secrets
 import sys
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from . import _hooks
@@ -262,127 +259,19 @@ def _records(event: Any) -> list[_Record]:
 # -- undecorated functions: the stored event ---------------------------------------------------
 
 
-class _Spool:
-    """Small files beside the checkpoints: the S3Store's bucket and prefix, or the FileStore's
-    directory. No other store can be reached from a Fargate task."""
+def _spool_of(store: CheckpointStore) -> CheckpointStore:
+    """The store that keeps stored events beside the checkpoints: one a Fargate task can read
+    back (S3 or a shared file system)."""
+    from .stores.file import FileStore
+    from .stores.s3 import S3Store
 
-    def __init__(self, store: CheckpointStore) -> None:
-        from .stores.file import FileStore
-        from .stores.s3 import S3Store
-
-        self.s3: S3Store | None = store if isinstance(store, S3Store) else None
-        self.root: Path | None = (
-            store.root / EVENTS_FOLDER.rstrip("/") if isinstance(store, FileStore) else None
+    if not isinstance(store, (S3Store, FileStore)):
+        raise LongrunConfigError(
+            f"the safety net runs undecorated functions' events from the checkpoint store, "
+            f"which must be an S3Store or a FileStore, not {store!r}: set "
+            "LONGRUN_CHECKPOINT_URI=s3://BUCKET/PREFIX/ or file:///PATH."
         )
-        if self.s3 is None and self.root is None:
-            raise LongrunConfigError(
-                f"the safety net runs undecorated functions' events from the checkpoint store, "
-                f"which must be an S3Store or a FileStore, not {store!r}: set "
-                "LONGRUN_CHECKPOINT_URI=s3://BUCKET/PREFIX/ or file:///PATH."
-            )
-
-    def _key(self, name: str) -> str:
-        assert self.s3 is not None
-        return f"{self.s3.prefix}{EVENTS_FOLDER}{name}"
-
-    def uri(self, name: str) -> str:
-        if self.s3 is not None:
-            return f"s3://{self.s3.bucket}/{self._key(name)}"
-        assert self.root is not None
-        return (self.root / name).as_uri()
-
-    def _s3_error(self, exc: Exception, name: str, action: str) -> StoreError:
-        return StoreError(f"cannot {action} {self.uri(name)}: {exc}")
-
-    def create(self, name: str, data: bytes) -> bool:
-        """Store ``data`` unless ``name`` exists; ``False`` if it did."""
-        if self.s3 is not None:
-            from .stores.s3 import _CONFLICT_CODES, _code
-
-            try:
-                self.s3.client.put_object(
-                    Bucket=self.s3.bucket,
-                    Key=self._key(name),
-                    Body=data,
-                    ContentType="application/json",
-                    IfNoneMatch="*",
-                )
-            except Exception as exc:
-                if _code(exc) in _CONFLICT_CODES:
-                    return False
-                raise self._s3_error(exc, name, "write") from exc
-            return True
-        assert self.root is not None
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.root / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return False
-        except OSError as exc:
-            raise StoreError(f"cannot write {self.uri(name)}: {exc}") from exc
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        except OSError as exc:
-            raise StoreError(f"cannot write {self.uri(name)}: {exc}") from exc
-        finally:
-            os.close(fd)
-        return True
-
-    def write(self, name: str, data: bytes) -> None:
-        """Store ``data`` as ``name`` (a reader sees the old content or the new, never a part)."""
-        if self.s3 is not None:
-            try:
-                self.s3.client.put_object(
-                    Bucket=self.s3.bucket,
-                    Key=self._key(name),
-                    Body=data,
-                    ContentType="application/json",
-                )
-            except Exception as exc:
-                raise self._s3_error(exc, name, "write") from exc
-            return
-        assert self.root is not None
-        path = self.root / name
-        tmp = path.with_name(f".{name}.tmp-{secrets.token_hex(4)}")
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise StoreError(f"cannot write {self.uri(name)}: {exc}") from exc
-
-    def read(self, name: str) -> bytes | None:
-        if self.s3 is not None:
-            from .stores.s3 import _MISSING_CODES, _code
-
-            try:
-                response = self.s3.client.get_object(Bucket=self.s3.bucket, Key=self._key(name))
-                return bytes(response["Body"].read())
-            except Exception as exc:
-                if _code(exc) in _MISSING_CODES:
-                    return None
-                raise self._s3_error(exc, name, "read") from exc
-        assert self.root is not None
-        try:
-            return (self.root / name).read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StoreError(f"cannot read {self.uri(name)}: {exc}") from exc
-
-    def delete(self, name: str) -> None:
-        if self.s3 is not None:
-            try:
-                self.s3.client.delete_object(Bucket=self.s3.bucket, Key=self._key(name))
-            except Exception as exc:
-                raise self._s3_error(exc, name, "delete") from exc
-            return
-        assert self.root is not None
-        with contextlib.suppress(FileNotFoundError):
-            (self.root / name).unlink()
+    return store
 
 
 def _dumps(value: Any) -> bytes:
@@ -411,9 +300,9 @@ def _start_plain(
             f"{ENV_SAFETY_NET_FUNCTION}=<function name or ARN> on the safety-net function, or "
             "use an on-failure destination (its records carry the function ARN)."
         )
-    spool = _Spool(store)
-    event_name, marker_name = f"{tag}.json", f"{tag}.task.json"
-    event_uri = spool.uri(event_name)
+    spool = _spool_of(store)
+    event_name, marker_name = f"{EVENTS_FOLDER}{tag}.json", f"{EVENTS_FOLDER}{tag}.task.json"
+    event_uri = spool.object_uri(event_name)
     now = hooks.wall_ms()
     marker: dict[str, Any] = {
         "request_id": tag,
@@ -422,8 +311,8 @@ def _start_plain(
         "task_arn": None,
         "started_ms": now,
     }
-    if not spool.create(marker_name, _dumps(marker)):
-        existing = spool.read(marker_name)
+    if not spool.create_object(marker_name, _dumps(marker)):
+        existing = spool.read_object(marker_name)
         try:
             found = json.loads(existing) if existing is not None else {}
         except ValueError:
@@ -443,17 +332,17 @@ def _start_plain(
                 "(epoch); this one is retried later"
             )
         log.warning("request %s: taking over a task start that never finished", tag)
-        spool.write(marker_name, _dumps(marker))
+        spool.put_object(marker_name, _dumps(marker))
     try:
-        spool.write(event_name, _dumps(failure.payload))
+        spool.put_object(event_name, _dumps(failure.payload))
         task_arn = start_event_task(target, function_name=function, event_uri=event_uri, tag=tag)
     except BaseException:
         with contextlib.suppress(Exception):
-            spool.delete(marker_name)
+            spool.delete_object(marker_name)
         raise
     marker["task_arn"] = task_arn
     try:
-        spool.write(marker_name, _dumps(marker))
+        spool.put_object(marker_name, _dumps(marker))
     except StoreError as exc:  # the task runs; only a duplicate delivery is less well fenced
         log.warning("request %s: task %s started, but %s", tag, task_arn, exc)
     return {

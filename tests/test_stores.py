@@ -954,3 +954,23 @@ def test_memory_concurrent_threads_lose_no_update() -> None:
     for t in pool:
         t.join(timeout=30)
     assert store.status("run-1")["state"]["count"] == threads * per_thread
+
+
+def test_side_objects_beside_checkpoints(backend: Backend) -> None:
+    """Small files next to the checkpoints (the safety net's stored events and markers)."""
+    store = backend.store
+    store.create(new_doc())
+    assert store.create_object("safety-net/r1.task.json", b'{"a":1}') is True
+    assert store.create_object("safety-net/r1.task.json", b'{"a":2}') is False
+    assert store.read_object("safety-net/r1.task.json") == b'{"a":1}'
+    store.put_object("safety-net/r1.task.json", b'{"a":3}')
+    store.put_object("safety-net/r2.json", b"[]")
+    assert store.read_object("safety-net/r1.task.json") == b'{"a":3}'
+    store.delete_object("safety-net/r1.task.json")
+    assert store.read_object("safety-net/r1.task.json") is None
+    assert store.read_object("safety-net/r2.json") == b"[]"  # its neighbour is untouched
+    assert list(store.list_runs()) == ["run-1"]  # side objects are not runs
+    assert store.object_uri("safety-net/r2.json").endswith("safety-net/r2.json")
+    for bad in ("", "/abs", "../up", "a//b", "a/./b"):
+        with pytest.raises(ValueError, match="relative path"):
+            store.put_object(bad, b"x")

@@ -120,6 +120,39 @@ class CheckpointStore(ABC):
             if key.endswith(suffix):
                 yield key[: -len(suffix)]
 
+    # -- side objects: small files beside the checkpoints (the safety net's stored events) ----
+
+    def _object_key(self, name: str) -> str:
+        parts = name.split("/")
+        if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"object name {name!r} must be a relative path without '..'")
+        return name
+
+    def put_object(self, name: str, data: bytes) -> None:
+        """Store ``data`` as ``name`` (unconditionally; readers see old or new, never a part)."""
+        self._put(self._object_key(name), data)
+
+    def create_object(self, name: str, data: bytes) -> bool:
+        """Store ``data`` as ``name`` unless it exists; ``False`` if it did."""
+        try:
+            self._create(self._object_key(name), data)
+        except CheckpointConflict:
+            return False
+        return True
+
+    def read_object(self, name: str) -> bytes | None:
+        """The bytes stored as ``name``, or ``None``."""
+        found = self._read(self._object_key(name))
+        return None if found is None else found[0]
+
+    def delete_object(self, name: str) -> None:
+        """Remove ``name`` if present."""
+        self._delete(self._object_key(name))
+
+    def object_uri(self, name: str) -> str:
+        """Where ``name`` lives, as a URI another process can read (``s3://``, ``file://``)."""
+        return self.describe(self._object_key(name))
+
     def describe(self, key: str | None = None) -> str:
         """A human-readable location for messages and logs."""
         return f"{type(self).__name__}:{key or ''}"
@@ -140,6 +173,10 @@ class CheckpointStore(ABC):
     @abstractmethod
     def _replace(self, key: str, data: bytes, token: Token) -> Token:
         """Store ``data`` only if the stored version is ``token`` (else CheckpointConflict)."""
+
+    @abstractmethod
+    def _put(self, key: str, data: bytes) -> Token:
+        """Store ``data`` under ``key`` whatever is there."""
 
     @abstractmethod
     def _delete(self, key: str) -> None:

@@ -49,6 +49,9 @@ class FileStore(CheckpointStore):
     def _path(self, key: str) -> Path:
         return self.root / key
 
+    def object_uri(self, name: str) -> str:
+        return self._path(self._object_key(name)).as_uri()
+
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[Path]:
         path = self._path(key)
@@ -84,7 +87,7 @@ class FileStore(CheckpointStore):
         return data, self._seq_of(data)
 
     def _write_atomically(self, key: str, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f"{CHECKPOINT_NAME}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -131,9 +134,16 @@ class FileStore(CheckpointStore):
             self._write_atomically(key, path, data)
         return self._seq_of(data)
 
+    def _put(self, key: str, data: bytes) -> Token:
+        with self._locked(key) as path:
+            self._write_atomically(key, path, data)
+        return self._seq_of(data)
+
     def _delete(self, key: str) -> None:
         with self._locked(key) as path, contextlib.suppress(FileNotFoundError):
             path.unlink()
+        if path.name != CHECKPOINT_NAME:
+            return  # a side object: its folder and lock are shared with others
         with contextlib.suppress(OSError):
             (path.parent / _LOCK_NAME).unlink()
             path.parent.rmdir()

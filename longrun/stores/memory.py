@@ -49,6 +49,12 @@ class MemoryStore(CheckpointStore):
             self._objects[key] = (data, version)
             return version
 
+    def _put(self, key: str, data: bytes) -> Token:
+        with self._lock:
+            version = self._next()
+            self._objects[key] = (data, version)
+            return version
+
     def _delete(self, key: str) -> None:
         with self._lock:
             self._objects.pop(key, None)

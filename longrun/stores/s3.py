@@ -84,7 +84,10 @@ class S3Store(CheckpointStore):
             raise self._error(exc, key, "read") from exc
         return data, response["ETag"]
 
-    def _put(self, key: str, data: bytes, create: bool, **condition: str) -> Token:
+    def _put(self, key: str, data: bytes) -> Token:
+        return self._put_object(key, data, False)
+
+    def _put_object(self, key: str, data: bytes, create: bool, **condition: str) -> Token:
         try:
             response = self.client.put_object(
                 Bucket=self.bucket,
@@ -108,10 +111,10 @@ class S3Store(CheckpointStore):
         return response["ETag"]
 
     def _create(self, key: str, data: bytes) -> Token:
-        return self._put(key, data, True, IfNoneMatch="*")
+        return self._put_object(key, data, True, IfNoneMatch="*")
 
     def _replace(self, key: str, data: bytes, token: Token) -> Token:
-        return self._put(key, data, False, IfMatch=token)
+        return self._put_object(key, data, False, IfMatch=token)
 
     def _delete(self, key: str) -> None:
         try:
