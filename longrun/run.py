@@ -103,6 +103,7 @@ class Run:
         checkpoint_every_s: float,
         run_deadline_mono: float | None,
         where: str,
+        initial_state: Callable[[], Any] = dict,
     ) -> None:
         self.id = run_id
         self.hop = hop
@@ -122,7 +123,9 @@ class Run:
         self._steps = 0
         self._last_write = now
         self._tick = now
-        self._state_at_start = _dumps(state)
+        # Read back only when a hop ends without items (the no-progress check), not at every
+        # hop start: serialising a large state costs.
+        self._initial_state = initial_state
         self.final_cursors: dict[str, dict[str, Any]] | None = None
 
     def __repr__(self) -> str:
@@ -189,7 +192,7 @@ class Run:
     def state_changed(self) -> bool:
         """Whether ``state`` differs from what this hop started with."""
         try:
-            return _dumps(self.state) != self._state_at_start
+            return _dumps(self.state) != _dumps(self._initial_state())
         except (TypeError, ValueError):
             return True
 

@@ -9,6 +9,7 @@ e.g. for a duplicate delivery) and then exactly one of ``ended_hop()``, ``return
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -290,6 +291,7 @@ class Invocation:
 
     def _start_run(self, doc: dict[str, Any]) -> None:
         settings = self.settings
+        assert self._last is not None  # the claim just written
         timer = Timer(
             self.context,
             self.hooks.mono,
@@ -316,6 +318,7 @@ class Invocation:
             checkpoint_every_s=settings.checkpoint_every_s,
             run_deadline_mono=run_deadline,
             where=self.where,
+            initial_state=functools.partial(_stored_state, self._last.data),
         )
         self.hooks.on_run(self.run)
         log.info("run %s hop %d: started (%s)", doc["run_id"], doc["hop"], self.where)
@@ -664,6 +667,11 @@ class Invocation:
             f"{self.settings.max_run_seconds:g} (LONGRUN_MAX_RUN_SECONDS). Its checkpoint is "
             "kept: raise the limit and resume it, or cancel it."
         )
+
+
+def _stored_state(data: bytes) -> Any:
+    """``state`` as a checkpoint's bytes hold it."""
+    return json.loads(data)["state"]
 
 
 def _no_function(run_id: str) -> HandoffFailed:
