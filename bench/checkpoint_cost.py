@@ -46,6 +46,8 @@ def document(run_id: str, state: dict[str, Any]) -> dict[str, Any]:
         "run_id": run_id,
         "status": "running",
         "hop": 0,
+        "created_ms": 0,
+        "updated_ms": 0,
         "state": state,
         "cursors": {"#0": {"pos": 12345, "done": False}},
         "event": {},

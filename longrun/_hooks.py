@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -56,8 +56,9 @@ class Hooks:
     def after_write(self, run_id: str, what: str, document: Mapping[str, Any]) -> None:
         """Called after every successful checkpoint write with the document written."""
 
-    def on_run(self, run: Run) -> None:
-        """Called once the hop holds its claim, with the live run handle."""
+    def on_run(self, run: Run, heartbeat: Callable[[], bool]) -> None:
+        """Called once the hop holds its claim, with the live run handle and the function
+        that renews a leased claim (True while the claim is still this hop's)."""
 
 
 _DEFAULT = Hooks()

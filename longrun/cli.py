@@ -54,7 +54,8 @@ def _resume(store: CheckpointStore, run_id: str, *, fargate: bool, function: str
     else:
         done = resume_in_lambda(store, run_id, function=function)
     print(json.dumps({k: v for k, v in vars(done).items() if v is not None}))
-    return 0 if done.action != "skipped" else 3
+    # 3: nothing to do (finished, already handed off); 4: a live claim, try after its lease.
+    return {"skipped": 3, "busy": 4}.get(done.action, 0)
 
 
 def _event(source: str | None) -> Any:

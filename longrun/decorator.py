@@ -14,8 +14,9 @@ from . import _hooks
 from .config import Settings, resolve
 from .errors import LongrunConfigError, LongrunError
 from .handoff.fargate import Fargate
+from .invocation import ClaimedHop, Invocation, Response
+from .protocol import Answer, answer
 from .run import Cancelled, EndHop, Run, Superseded, _activate, _deactivate
-from .runtime import Invocation, Response
 from .stores.base import CheckpointStore
 from .timing import Timer
 
@@ -131,18 +132,16 @@ def longrun(
     def settings() -> Settings:
         return resolve(explicit, _hooks.active().settings_overrides())
 
-    def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Invocation | Run, Any]:
+    def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ClaimedHop | Run | Response:
+        """The claimed hop (or, disabled, a detached run) to run the handler in, or an answer."""
         event, context = _bind(*args, **kwargs)
         resolved = settings()
-        if resolved.disabled:
-            return _detached_run(event, resolved), None
+        if resolved.disabled or resolved.store is None:
+            return _detached_run(event, resolved)
         invocation = Invocation(
-            resolved, event, context, run_id_fn=run_id, lambda_client=lambda_client
+            resolved, resolved.store, event, context, run_id_fn=run_id, lambda_client=lambda_client
         )
-        try:
-            return invocation, invocation.begin()
-        except (Superseded, Cancelled) as signal:
-            return invocation, invocation.stopped(signal)
+        return invocation.begin()
 
     if inspect.iscoroutinefunction(wrapped):
 
@@ -153,11 +152,10 @@ def longrun(
             args: tuple[Any, ...],
             kwargs: dict[str, Any],
         ) -> Any:
-            handle, early = start(args, kwargs)
-            if early is not None:
-                return early
+            handle = start(args, kwargs)
+            if isinstance(handle, dict):
+                return handle
             run = handle if isinstance(handle, Run) else handle.run
-            assert run is not None
             token = _activate(run)
             try:
                 result = await wrapped(*_with_event(args, kwargs, run.event), **kwargs)
@@ -173,11 +171,10 @@ def longrun(
     def sync_wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        handle, early = start(args, kwargs)
-        if early is not None:
-            return early
+        handle = start(args, kwargs)
+        if isinstance(handle, dict):
+            return handle
         run = handle if isinstance(handle, Run) else handle.run
-        assert run is not None
         token = _activate(run)
         try:
             result = wrapped(*_with_event(args, kwargs, run.event), **kwargs)
@@ -190,13 +187,11 @@ def longrun(
     return cast(F, sync_wrapper(wrapped))
 
 
-def _ended(handle: Invocation | Run, exc: BaseException) -> Response:
+def _ended(handle: ClaimedHop | Run, exc: BaseException) -> Response:
     """The handler raised: a hop control signal becomes a response; anything else re-raises."""
     if isinstance(handle, Run):
         if isinstance(exc, EndHop):
-            return {
-                "longrun": {"run_id": handle.id, "status": "stopped", "hop": 0, "disabled": True}
-            }
+            return answer(handle.id, Answer.STOPPED, 0, disabled=True)
         raise exc
     if isinstance(exc, EndHop):
         response: Response = _finish(handle, handle.ended_hop, exc)
@@ -208,11 +203,11 @@ def _ended(handle: Invocation | Run, exc: BaseException) -> Response:
     raise exc
 
 
-def _returned(handle: Invocation | Run, result: Any) -> Any:
+def _returned(handle: ClaimedHop | Run, result: Any) -> Any:
     return result if isinstance(handle, Run) else _finish(handle, handle.returned, result)
 
 
-def _finish(handle: Invocation, step: Callable[[Any], Any], arg: Any) -> Any:
+def _finish(handle: ClaimedHop, step: Callable[[Any], Any], arg: Any) -> Any:
     """Run an ending step; a lost claim is an answer, any other error is recorded and raised."""
     try:
         return step(arg)
@@ -237,7 +232,7 @@ def _detached_run(event: Any, settings: Settings) -> Run:
         state={},
         cursors={},
         timer=timer,
-        invocation=None,
+        save=None,
         checkpoint_every_s=settings.checkpoint_every_s,
         run_deadline_mono=None,
         where="local",

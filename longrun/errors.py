@@ -64,7 +64,15 @@ class CheckpointConflict(StoreError):
 
 
 class CheckpointCorrupt(StoreError):
-    """A stored checkpoint is not a valid longrun checkpoint document."""
+    """A stored checkpoint is not a valid longrun checkpoint document.
+
+    ``field`` names the part at fault (``cursors['items'].done``, ``hops[2].started_ms``,
+    ``run_id``, ``(json)`` for bytes that are not JSON); nothing is written over it.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class CheckpointFormatError(CheckpointCorrupt):

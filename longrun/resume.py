@@ -19,13 +19,12 @@ from ._hooks import Hooks
 from .checkpoint import make_envelope
 from .config import FargateSettings
 from .errors import CheckpointConflict, RunNotFound
+from .protocol import Escalation, Status, holds_live_claim, why_not_resumable
 from .stores.base import CheckpointStore, Loaded
 
 __all__ = ["Resumed", "resume_in_fargate", "resume_in_lambda"]
 
 log = logging.getLogger("longrun")
-
-_FINAL = ("completed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -34,69 +33,55 @@ class Resumed:
 
     run_id: str
     action: str
-    """``escalated`` / ``invoked`` (a next hop was started) or ``skipped``."""
+    """``escalated`` / ``invoked`` (a next hop was started), ``busy`` (a hop holds a live
+    claim: the lease decides, try again once it has expired) or ``skipped``."""
     reason: str
     hop: int | None = None
     task_arn: str | None = None
-
-
-def _resumable(loaded: Loaded, now_ms: int, failed_request_id: str | None) -> str | None:
-    """Why the run must not be taken over now, or ``None`` if it may."""
-    doc = loaded.document
-    status = doc["status"]
-    if status in _FINAL:
-        return f"the run is {status}"
-    claim = doc.get("claim") or {}
-    if status == "running":
-        deadline = claim.get("deadline_ms")
-        live = deadline is None or now_ms < deadline
-        # Lambda reports a request as failed only once all its attempts ended: a live-looking
-        # claim held by that very request belongs to an invocation that died early (out of
-        # memory, a crash). Should one of its deliveries still run, fencing stops it at its
-        # next write.
-        if live and not (failed_request_id and claim.get("request_id") == failed_request_id):
-            return f"hop {doc['hop']} is running under request {claim.get('request_id')}"
-    if status == "escalated" and (doc.get("escalation") or {}).get("task_arn"):
-        return f"already escalated to {doc['escalation']['task_arn']}"
-    if status == "failed" and (doc.get("error") or {}).get("type") == "RunTimeExceeded":
-        return "it failed with RunTimeExceeded: raise max_run_seconds before resuming it"
-    return None
 
 
 def _take_over(
     store: CheckpointStore,
     run_id: str,
     hooks: Hooks,
-    status: str,
+    status: Status,
     next_: str,
     reason: str,
-    failed_request_id: str | None = None,
-) -> tuple[Loaded | None, str]:
-    """Mark the run handed off to hop+1 (conditional write); ``None`` and why if not."""
+) -> tuple[Loaded | None, str, bool]:
+    """Mark the run handed off to hop+1 (conditional write); ``None``, why and whether a
+    live claim was in the way if not."""
     for _ in range(5):
         loaded = store.load(run_id)
         if loaded is None:
             raise RunNotFound(f"cannot resume: {store.describe(store.key(run_id))} does not exist.")
         now = hooks.wall_ms()
-        why_not = _resumable(loaded, now, failed_request_id)
+        checkpoint = loaded.checkpoint
+        why_not = why_not_resumable(checkpoint, now)
         if why_not:
-            return None, why_not
-        doc = loaded.document
-        doc.update(
+            return None, why_not, holds_live_claim(checkpoint, now)
+        taken = checkpoint.replace(
             status=status,
             claim=None,
             next=next_,
             error=None,
             updated_ms=now,
-            escalation={"reason": reason, "hop": doc["hop"] + 1, "task_arn": None}
-            if next_ == "fargate"
-            else doc.get("escalation"),
+            escalation=Escalation(reason=reason, hop=checkpoint.hop + 1)
+            if status is Status.ESCALATED
+            else checkpoint.escalation,
         )
         try:
-            return store.replace(doc, loaded.token), "taken over"
+            return store.replace(taken, loaded.token), "taken over", False
         except CheckpointConflict:
             continue
-    return None, "the checkpoint kept changing; try again"
+    return None, "the checkpoint kept changing; try again", False
+
+
+def _skipped(run_id: str, why: str, busy: bool) -> Resumed:
+    # A live claim is never taken over (its holder may be working): once its lease has
+    # expired, a new attempt takes the run over.
+    action = "busy" if busy else "skipped"
+    log.info("run %s: not resumed (%s)", run_id, why)
+    return Resumed(run_id, action, why)
 
 
 def resume_in_fargate(
@@ -106,26 +91,22 @@ def resume_in_fargate(
     *,
     reason: str = "resumed",
     hooks: Hooks | None = None,
-    failed_request_id: str | None = None,
 ) -> Resumed:
     """Escalate ``run_id`` to a Fargate task, unless it is live, finished or already there.
 
-    ``failed_request_id``: the request Lambda reported as failed after all its attempts (the
-    safety net knows it); a claim still held by it is taken over before its deadline.
+    A run whose hop holds a live claim is left alone (``action="busy"``): a duplicate
+    delivery that failed with ClaimBusy looks exactly like a hop that died early, and only
+    the lease's expiry tells them apart.
     """
     hooks = hooks or Hooks()
-    loaded, why = _take_over(
-        store, run_id, hooks, "escalated", "fargate", reason, failed_request_id
-    )
+    loaded, why, busy = _take_over(store, run_id, hooks, Status.ESCALATED, "fargate", reason)
     if loaded is None:
-        log.info("run %s: not resumed (%s)", run_id, why)
-        return Resumed(run_id, "skipped", why)
-    hop = loaded.document["hop"] + 1
+        return _skipped(run_id, why, busy)
+    hop = loaded.checkpoint.hop + 1
     task_arn = hooks.start_task(target, run_id, hop)
-    doc = json.loads(loaded.data)
-    doc["escalation"]["task_arn"] = task_arn
+    stored = loaded.checkpoint.replace(escalation=Escalation(reason, hop, task_arn))
     with contextlib.suppress(CheckpointConflict):  # lost only if the task claimed it already
-        store.replace(doc, loaded.token)
+        store.replace(stored, loaded.token)
     log.info("run %s: resumed in Fargate as hop %d: %s (%s)", run_id, hop, task_arn, reason)
     return Resumed(run_id, "escalated", reason, hop=hop, task_arn=task_arn)
 
@@ -143,12 +124,12 @@ def resume_in_lambda(
     loaded = store.load(run_id)
     if loaded is None:
         raise RunNotFound(f"cannot resume: {store.describe(store.key(run_id))} does not exist.")
-    target = function or loaded.document.get("function")
+    target = function or loaded.checkpoint.function
     if not target:
         return Resumed(run_id, "skipped", "the checkpoint names no function: pass one")
-    loaded, why = _take_over(store, run_id, hooks, "continued", "lambda", "resumed")
+    loaded, why, busy = _take_over(store, run_id, hooks, Status.CONTINUED, "lambda", "resumed")
     if loaded is None:
-        return Resumed(run_id, "skipped", why)
-    hop = loaded.document["hop"] + 1
+        return _skipped(run_id, why, busy)
+    hop = loaded.checkpoint.hop + 1
     hooks.invoke_async(str(target), json.dumps(make_envelope(run_id, hop)).encode(), lambda_client)
     return Resumed(run_id, "invoked", "resumed", hop=hop)

@@ -10,13 +10,10 @@ from __future__ import annotations
 import contextvars
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
+from typing import Any, NoReturn, TypeVar, overload
 
 from .errors import CursorKeyMissing, LongrunError, NotInRunError
 from .timing import Timer
-
-if TYPE_CHECKING:
-    from .runtime import Invocation
 
 __all__ = ["CHECK_INTERVAL_S", "EndHop", "Run", "current_run"]
 
@@ -99,7 +96,7 @@ class Run:
         state: dict[str, Any],
         cursors: dict[str, dict[str, Any]],
         timer: Timer,
-        invocation: Invocation | None,
+        save: Callable[[], None] | None,
         checkpoint_every_s: float,
         run_deadline_mono: float | None,
         where: str,
@@ -112,7 +109,8 @@ class Run:
         self.where = where
         self._cursors = cursors
         self._timer = timer
-        self._invocation = invocation
+        self._save = save
+        """Writes a checkpoint of this run (a fenced write by the hop holding the claim)."""
         self._every = checkpoint_every_s
         self._run_deadline = run_deadline_mono
         self._stack: list[_Loop] = []
@@ -168,8 +166,8 @@ class Run:
 
     def checkpoint(self) -> None:
         """Save ``state`` and every loop's position now (a fenced write)."""
-        if self._invocation is not None:
-            self._invocation.save_progress()
+        if self._save is not None:
+            self._save()
         self._last_write = self._timer.mono()
 
     def cursors(self) -> dict[str, dict[str, Any]]:

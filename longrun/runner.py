@@ -33,6 +33,7 @@ import io
 import json
 import logging
 import os
+import random
 import signal
 import sys
 import tempfile
@@ -227,19 +228,44 @@ class _RunnerHooks(_hooks.Hooks):
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
         self.stop = threading.Event()
+        self.lease_lost = threading.Event()
 
-    def on_run(self, run: Any) -> None:
-        invocation = run._invocation
-        if invocation is None:
-            return
+    def on_run(self, run: Any, heartbeat: Callable[[], bool]) -> None:
+        threading.Thread(
+            target=keep_lease,
+            args=(heartbeat, self.interval_s, self.stop, self.lease_lost, run.id),
+            name="longrun-heartbeat",
+            daemon=True,
+        ).start()
 
-        def beat() -> None:
-            while not self.stop.wait(self.interval_s):
-                if not invocation.heartbeat():
-                    log.warning("run %s: lease lost (cancelled or taken over)", run.id)
+
+def keep_lease(
+    heartbeat: Callable[[], bool],
+    interval_s: float,
+    stop: threading.Event,
+    lost: threading.Event,
+    run_id: str,
+    *,
+    first_retry_s: float = 1.0,
+) -> None:
+    """Renew the lease every ``interval_s`` until ``stop``; a store error is retried with
+    backoff (the lease is still ours until it expires); only a lost lease ends the beat,
+    and sets ``lost``."""
+    while not stop.wait(interval_s):
+        delay = min(first_retry_s, interval_s)
+        while True:
+            try:
+                renewed = heartbeat()
+                break
+            except Exception as exc:  # a slow or failing store: try again, sooner than later
+                log.warning("run %s: lease renewal failed (%s); retrying", run_id, exc)
+                if stop.wait(delay * (0.5 + random.random())):
                     return
-
-        threading.Thread(target=beat, name="longrun-heartbeat", daemon=True).start()
+                delay = min(delay * 2, interval_s)
+        if not renewed:
+            log.warning("run %s: lease lost (cancelled or taken over)", run_id)
+            lost.set()
+            return
 
 
 def _call(handler: Callable[..., Any], event: Any, context: ContainerContext) -> Any:

@@ -8,7 +8,10 @@ failed event:
 * a ``@longrun`` run (the event is a continuation envelope, or it is the original event of a
   run whose id is the failed invocation's request id, the default run id) is resumed from its
   last checkpoint in a Fargate task, with the same fencing as ``longrun resume --fargate``: a
-  live, finished or already escalated run is left alone and reported as ``skipped``;
+  finished or already escalated run is left alone and reported as ``skipped``; a run whose
+  hop holds a live claim (its lease has not expired: the hop may still be working, even when
+  Lambda reported its request failed) is never taken over: the record fails, comes back
+  (SQS redelivery, Lambda's retry) and is handled once the lease has expired;
 * any other event (an undecorated function) is stored beside the checkpoints under
   ``safety-net/<request-id>.json`` and run once in a Fargate task in the runner's function
   mode (``LONGRUN_FUNCTION_NAME`` + ``LONGRUN_EVENT_URI``).
@@ -414,8 +417,15 @@ def _handle(failure: _Failure, message_id: str | None, config: _Config) -> dict[
             run_id,
             reason=reason,
             hooks=hooks,
-            failed_request_id=request_id,
         )
+        if resumed.action == "busy":
+            # The hop that failed (or a duplicate of it) still holds a live lease: it may be
+            # working. Fail the record so that it comes back; once the lease has expired the
+            # run is taken over. Never take over a live claim.
+            raise _Busy(
+                f"run {run_id}: {resumed.reason}; not taken over while the lease is live, "
+                "the record is retried"
+            )
         return {
             "action": resumed.action,
             "run_id": run_id,

@@ -20,7 +20,7 @@ from typing import Any
 import boto3
 import pytest
 
-from longrun import S3Store, current_run, longrun, safety_net
+from longrun import S3Store, _hooks, current_run, longrun, safety_net
 from longrun import config as longrun_config
 from longrun.handoff import fargate
 from longrun.runner import _load_event
@@ -311,12 +311,16 @@ def test_sqs_batch_of_every_kind(aws: Aws, caplog: pytest.LogCaptureFixture) -> 
         "escalated",
         "malformed",
         "malformed",
-        "skipped",
+        "error",
         "error",
         "started",
     ]
-    # Only the record that failed for a reason redelivery can cure goes back to SQS.
-    assert summary["batchItemFailures"] == [{"itemIdentifier": records[5]["messageId"]}]
+    # Only the records that failed for a reason redelivery can cure go back to SQS: the live
+    # claim (its lease decides) and the unreadable checkpoint.
+    assert summary["batchItemFailures"] == [
+        {"itemIdentifier": records[4]["messageId"]},
+        {"itemIdentifier": records[5]["messageId"]},
+    ]
     results = summary["results"]
     assert [r["message_id"] for r in results] == [r["messageId"] for r in records]
     assert_escalated(aws, results[0], exhausted.run_id, hop=exhausted_hop + 1)
@@ -327,8 +331,8 @@ def test_sqs_batch_of_every_kind(aws: Aws, caplog: pytest.LogCaptureFixture) -> 
     )
     assert "not JSON" in results[2]["reason"]
     assert "no requestPayload" in results[3]["reason"]
-    assert results[4]["run_id"] == live.run_id
-    assert results[4]["reason"].startswith("hop 0 is running under request")
+    assert live.run_id in results[4]["reason"]
+    assert "hop 0 is running under request" in results[4]["reason"]
     assert aws.checkpoint(live.run_id)["status"] == "running"  # left alone
     assert "CheckpointCorrupt" in results[5]["reason"]
 
@@ -517,14 +521,30 @@ def test_dead_letter_of_an_unknown_function_needs_its_name(aws: Aws) -> None:
     assert listing.get("KeyCount") == 0  # nothing stored, no fence left behind
 
 
-def test_claim_of_the_failed_request_itself_is_taken_over(aws: Aws) -> None:
-    """A hop that died early (out of memory) still holds a claim until its deadline; Lambda
-    reports its request as failed only after every attempt ended, so the safety net takes
-    the run over instead of leaving it stuck in `running`."""
+def test_live_claim_of_the_failed_request_is_left_to_its_lease(aws: Aws) -> None:
+    """A hop that died early (out of memory) and a duplicate delivery of a live hop both
+    reach the safety net with a live claim: they cannot be told apart, so the claim is never
+    taken over while its lease runs. The record fails (SQS delivers it again); once the lease
+    has expired, the redelivery resumes the run."""
     live = killed_run(aws, epoch_offset_s=+3600.0)
     assert live.run_id
-    summary = safety_net.handler(
-        {"Records": [sqs_record(live.dead_letters[0].event, dlq_attributes(live.run_id))]}, None
-    )
+    before = aws.checkpoint(live.run_id)
+    record = sqs_record(live.dead_letters[0].event, dlq_attributes(live.run_id))
+
+    summary = safety_net.handler({"Records": [record]}, None)
+
+    assert actions(summary) == ["error"]
+    assert "not taken over while the lease is live" in summary["results"][0]["reason"]
+    assert summary["batchItemFailures"] == [{"itemIdentifier": record["messageId"]}]
+    assert aws.tasks() == []
+    assert aws.checkpoint(live.run_id) == before  # the live hop is not disturbed
+
+    class Later(_hooks.Hooks):  # two hours on: the lease has expired
+        def wall_ms(self) -> int:
+            return super().wall_ms() + 7_200_000
+
+    with _hooks.installed(Later()):
+        summary = safety_net.handler({"Records": [record]}, None)
     [result] = summary["results"]
     assert_escalated(aws, result, live.run_id, hop=1)
+

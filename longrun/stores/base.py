@@ -8,13 +8,24 @@ A backend stores opaque bytes under a key and supports two conditional writes: *
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..checkpoint import decode_document, encode_document, validate_run_id
-from ..errors import CheckpointConflict, RunNotFound
+from ..checkpoint import validate_run_id
+from ..errors import CheckpointConflict, RunNotFound, StoreError
+from ..protocol import (
+    Checkpoint,
+    Status,
+    decode,
+    encode,
+    from_json,
+    is_own_write,
+    may_cancel,
+    new_write_id,
+)
 
 __all__ = ["CheckpointStore", "Loaded", "Token"]
 
@@ -26,17 +37,23 @@ CHECKPOINT_NAME = "checkpoint.json"
 
 @dataclass(frozen=True)
 class Loaded:
-    """A checkpoint document as read, with the token that a later replace must present."""
+    """A checkpoint as read (or as just written), with the token a later replace presents."""
 
-    document: dict[str, Any]
+    checkpoint: Checkpoint
     token: Token
     data: bytes
-    """The bytes as stored: ``document`` may share live objects (``run.state``), these do not."""
+    """The bytes as stored: ``checkpoint`` may share live objects (``run.state``), these do not."""
+    document: dict[str, Any] = field(default_factory=dict, compare=False)
+    """The same document as a plain dict (for display and assertions)."""
 
     @property
     def size(self) -> int:
         """Stored size in bytes."""
         return len(self.data)
+
+
+def _loaded(checkpoint: Checkpoint, token: Token, data: bytes) -> Loaded:
+    return Loaded(checkpoint, token, data, checkpoint.to_json())
 
 
 class CheckpointStore(ABC):
@@ -49,36 +66,60 @@ class CheckpointStore(ABC):
         return f"{validate_run_id(run_id)}/{CHECKPOINT_NAME}"
 
     def load(self, run_id: str) -> Loaded | None:
-        """The run's checkpoint, or ``None`` if there is none."""
+        """The run's checkpoint, or ``None`` if there is none.
+
+        The document is validated (``CheckpointCorrupt`` names the field at fault), and its
+        run id must be ``run_id``: a checkpoint copied from another run's key is refused.
+        """
         key = self.key(run_id)
         found = self._read(key)
         if found is None:
             return None
         data, token = found
-        document = decode_document(data, where=self.describe(key))
-        return Loaded(document=document, token=token, data=data)
+        return _loaded(decode(data, where=self.describe(key), run_id=run_id), token, data)
 
-    def create(self, document: dict[str, Any]) -> Loaded:
+    def create(self, checkpoint: Checkpoint | Mapping[str, Any]) -> Loaded:
         """Store a new run's first document; CheckpointConflict if the run already exists."""
-        document["seq"] = 1
-        data = encode_document(document)
-        token = self._create(self.key(document["run_id"]), data)
-        return Loaded(document=document, token=token, data=data)
+        return self._write(_typed(checkpoint).replace(seq=1), None)
 
-    def replace(self, document: dict[str, Any], token: Token) -> Loaded:
+    def replace(self, checkpoint: Checkpoint | Mapping[str, Any], token: Token) -> Loaded:
         """Replace the document read with ``token``; CheckpointConflict if it changed since.
 
-        ``document["seq"]`` is bumped here; on failure the caller's document is left as it was.
+        ``seq`` is bumped and a new ``write_id`` set in the document written.
         """
-        previous = document["seq"]
-        document["seq"] = previous + 1
+        typed = _typed(checkpoint)
+        return self._write(typed.replace(seq=typed.seq + 1), token)
+
+    def _write(self, checkpoint: Checkpoint, token: Token | None) -> Loaded:
+        """One conditional write (create when ``token`` is None), carrying a fresh write id.
+
+        When the write fails (its condition, or the store after its own retries), the
+        document is read back: if it is this very write (the store committed it and the
+        reply was lost, so a resend met its own write), the write succeeded.
+        """
+        write_id = new_write_id()
+        checkpoint = checkpoint.replace(write_id=write_id)
+        data = encode(checkpoint)
+        key = self.key(checkpoint.run_id)
         try:
-            data = encode_document(document)
-            new_token = self._replace(self.key(document["run_id"]), data, token)
-        except BaseException:
-            document["seq"] = previous
-            raise
-        return Loaded(document=document, token=new_token, data=data)
+            if token is None:
+                new_token = self._create(key, data)
+            else:
+                new_token = self._replace(key, data, token)
+        except StoreError:
+            mine = self._own_write(checkpoint.run_id, write_id)
+            if mine is None:
+                raise
+            return mine
+        return _loaded(checkpoint, new_token, data)
+
+    def _own_write(self, run_id: str, write_id: str) -> Loaded | None:
+        """The stored document if it carries ``write_id``, else ``None`` (errors included)."""
+        with contextlib.suppress(StoreError):
+            current = self.load(run_id)
+            if current is not None and is_own_write(current.checkpoint, write_id):
+                return current
+        return None
 
     def status(self, run_id: str) -> dict[str, Any]:
         """The run's checkpoint document (RunNotFound if there is none)."""
@@ -96,12 +137,11 @@ class CheckpointStore(ABC):
                 raise RunNotFound(
                     f"cannot cancel: {self.describe(self.key(run_id))} does not exist."
                 )
-            document = loaded.document
-            if document["status"] in ("completed", "cancelled"):
-                return document
-            document.update(status="cancelled", claim=None, next=None)
+            if not may_cancel(loaded.checkpoint):
+                return loaded.document
+            cancelled = loaded.checkpoint.replace(status=Status.CANCELLED, claim=None, next=None)
             try:
-                return self.replace(document, loaded.token).document
+                return self.replace(cancelled, loaded.token).document
             except CheckpointConflict:
                 continue
         raise CheckpointConflict(
@@ -185,3 +225,12 @@ class CheckpointStore(ABC):
     @abstractmethod
     def _list(self) -> Iterator[str]:
         """Every key under this store."""
+
+
+def _typed(checkpoint: Checkpoint | Mapping[str, Any]) -> Checkpoint:
+    if isinstance(checkpoint, Checkpoint):
+        return checkpoint
+    document = dict(checkpoint)
+    validate_run_id(document.get("run_id"))
+    document.setdefault("seq", 0)
+    return from_json(document)

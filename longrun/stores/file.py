@@ -1,7 +1,9 @@
 """A checkpoint store on a file system: an EFS mount (``/mnt/...``) or a local directory.
 
 Each run is a directory holding ``checkpoint.json``. A write takes a POSIX advisory lock
-(``fcntl.lockf``, which NFSv4 and so EFS honour) on the run's ``.lock`` file, checks the
+(``fcntl.lockf``, which NFSv4 and so EFS honour) on the run's ``.lock`` file, and, since such
+locks belong to a process and do not exclude its own threads, a thread lock for the same file
+first (Lambda Managed Instances run several requests in one process). It then checks the
 stored document's ``seq`` against the caller's token, writes a temporary file, fsyncs it,
 renames it over the document and fsyncs the directory: a reader sees the old document or
 the new one, never a torn one, and a crash leaves at most a stray temporary file.
@@ -16,6 +18,8 @@ import json
 import os
 import re
 import secrets
+import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +31,14 @@ __all__ = ["FileStore"]
 # The base store always writes "format" then "seq" first, so the version is in the first bytes.
 _SEQ_PREFIX = re.compile(rb'\A\{"format":\d+,"seq":(\d+)[,}]')
 _LOCK_NAME = ".lock"
+
+# lockf excludes other processes only: threads of this process take one of these first. A
+# fixed set of stripes bounds the memory; two runs sharing a stripe only wait for each other.
+_THREAD_LOCKS = tuple(threading.Lock() for _ in range(64))
+
+
+def _thread_lock(path: Path) -> threading.Lock:
+    return _THREAD_LOCKS[zlib.crc32(str(path).encode()) % len(_THREAD_LOCKS)]
 
 
 class FileStore(CheckpointStore):
@@ -55,16 +67,19 @@ class FileStore(CheckpointStore):
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[Path]:
         path = self._path(key)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path.parent / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StoreError(f"cannot open {self.describe(key)} for writing: {exc}") from exc
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX)
-            yield path
-        finally:
-            os.close(fd)  # closing releases the lock
+        # The thread lock is held until the descriptor is closed: closing any descriptor of
+        # a file drops every lockf lock this process holds on it, another thread's included.
+        with _thread_lock(path.parent):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path.parent / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise StoreError(f"cannot open {self.describe(key)} for writing: {exc}") from exc
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX)
+                yield path
+            finally:
+                os.close(fd)  # closing releases the lock
 
     @staticmethod
     def _seq_of(data: bytes) -> int | None:

@@ -207,7 +207,7 @@ class _SimHooks(_hooks.Hooks):
         self.sim._run_id = run_id
         self.sim._checkpoints.append(json.loads(json.dumps(document)))
 
-    def on_run(self, run: Run) -> None:
+    def on_run(self, run: Run, heartbeat: Callable[[], bool]) -> None:
         self.run = run
         self.record.hop = run.hop
         self.record.where = run.where
