@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from longrun import FileStore, _hooks, current_run, longrun
+from longrun import FileStore, current_run, longrun, ports
 from longrun.checkpoint import make_envelope
 
 
@@ -35,7 +35,7 @@ class Context:
         return 900_000
 
 
-class Recorder(_hooks.Hooks):
+class Recorder(ports.Transport):
     """Real clocks; the hand-off is recorded instead of sent."""
 
     def __init__(self) -> None:
@@ -67,13 +67,13 @@ class Job:
 
         self.handler = handler
         self.hops = 0
-        with _hooks.installed(self.recorder):
+        with ports.installed(transport=self.recorder):
             handler({}, Context(f"bench-{done}-0"))  # hop 0 does `done` items, hands off
 
     def hop(self) -> float:
         self.hops += 1
         envelope = self.recorder.sent[-1]
-        with _hooks.installed(self.recorder):
+        with ports.installed(transport=self.recorder):
             start = time.perf_counter()
             self.handler(envelope, Context(f"bench-{self.stop_at}-{self.hops}"))
         assert self.recorder.sent[-1] == make_envelope(envelope["longrun"]["run_id"], self.hops + 1)

@@ -13,6 +13,7 @@
 
 from typing import Any
 
+from .config import Fargate
 from .decorator import longrun
 from .errors import (
     CheckpointConflict,
@@ -35,7 +36,6 @@ from .errors import (
     StateNotSerializable,
     StoreError,
 )
-from .handoff.fargate import Fargate
 from .run import Run, current_run
 from .stores import CheckpointStore, FileStore, MemoryStore, S3Store
 

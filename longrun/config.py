@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
@@ -90,6 +90,32 @@ class Settings:
     disabled: bool
     escalate: FargateSettings | None = None
     """Where a run goes when Lambda hops cannot carry it on (``None``: nowhere, it fails)."""
+
+
+@dataclass
+class Fargate:
+    """Where to escalate a run: an ECS Fargate task definition and its networking.
+
+    Every field left ``None`` comes from its ``LONGRUN_FARGATE_*`` variable
+    (``cluster``: ``LONGRUN_FARGATE_CLUSTER``, ``subnets``: ``LONGRUN_FARGATE_SUBNETS`` as a
+    comma-separated list, ...). ``spot=True`` uses the FARGATE_SPOT capacity provider and
+    falls back to on-demand FARGATE when Spot has no capacity. ``handler`` (image mode) or
+    ``function_name`` (function mode) tell the container what to run when its image does not
+    set ``LONGRUN_HANDLER`` itself. ``client``/``session`` inject the ECS client.
+    """
+
+    cluster: str | None = None
+    task_definition: str | None = None
+    container: str | None = None
+    subnets: Sequence[str] | None = None
+    security_groups: Sequence[str] | None = None
+    assign_public_ip: bool | None = None
+    spot: bool | None = None
+    platform_version: str | None = None
+    handler: str | None = None
+    function_name: str | None = None
+    client: Any = field(default=None, repr=False)
+    session: Any = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -326,8 +352,6 @@ def resolve_fargate(fargate: Any, env: Mapping[str, str] | None = None) -> Farga
             return None
         fields: dict[str, Any] = {}
     else:
-        from .handoff.fargate import Fargate
-
         if not isinstance(fargate, Fargate):
             raise LongrunConfigError(
                 f"escalate={fargate!r} is not a Fargate(...) target; pass "

@@ -10,10 +10,9 @@ from typing import Any, TypeVar, cast, overload
 
 import wrapt  # 1.x: wrapt 2 imports asyncio, ~35 ms more on every cold start
 
-from . import _hooks
-from .config import Settings, resolve
+from . import ports
+from .config import Fargate, Settings, resolve
 from .errors import LongrunConfigError, LongrunError
-from .handoff.fargate import Fargate
 from .invocation import ClaimedHop, Invocation, Response
 from .protocol import Answer, answer
 from .run import Cancelled, EndHop, Run, Superseded, _activate, _deactivate
@@ -127,10 +126,10 @@ def longrun(
             "e.g. run_id=lambda event: event['job_id']."
         )
     # Validate now, so a malformed LONGRUN_* value fails at import, not in the middle of a run.
-    resolve(explicit, _hooks.active().settings_overrides())
+    resolve(explicit, ports.active().settings)
 
     def settings() -> Settings:
-        return resolve(explicit, _hooks.active().settings_overrides())
+        return resolve(explicit, ports.active().settings)
 
     def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ClaimedHop | Run | Response:
         """The claimed hop (or, disabled, a detached run) to run the handler in, or an answer."""
@@ -224,7 +223,7 @@ def _finish(handle: ClaimedHop, step: Callable[[Any], Any], arg: Any) -> Any:
 
 def _detached_run(event: Any, settings: Settings) -> Run:
     """``LONGRUN_DISABLED``: a run with no store, no deadline and no hops."""
-    timer = Timer(None, _hooks.active().mono, fixed_margin_ms=0, min_margin_ms=0)
+    timer = Timer(None, ports.active().clock.mono, fixed_margin_ms=0, min_margin_ms=0)
     return Run(
         run_id=f"disabled-{uuid.uuid4()}",
         hop=0,

@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from . import _hooks
 from .checkpoint import Envelope, is_plain_json, make_envelope, parse_envelope, validate_run_id
 from .config import Settings
 from .errors import (
@@ -38,6 +37,7 @@ from .errors import (
     RunTimeExceeded,
     StoreError,
 )
+from .ports import Ports, active
 from .protocol import (
     Answer,
     Checkpoint,
@@ -67,22 +67,22 @@ Response = dict[str, Any]
 class _Writer:
     """Fenced writes of one run by one invocation, each presenting the last token it got."""
 
-    def __init__(self, store: CheckpointStore, hooks: _hooks.Hooks, loaded: Loaded) -> None:
+    def __init__(self, store: CheckpointStore, ports: Ports, loaded: Loaded) -> None:
         self.store = store
-        self.hooks = hooks
+        self.ports = ports
         self.loaded = loaded
         self.write_s: float | None = None
         self.lock = threading.RLock()  # the heartbeat thread writes too
 
     def write(self, what: str, checkpoint: Checkpoint) -> Loaded:
         with self.lock:
-            hooks = self.hooks
-            start = hooks.mono()
-            hooks.before_write(checkpoint.run_id, what)
+            clock, observer = self.ports.clock, self.ports.observer
+            start = clock.mono()
+            observer.before_write(checkpoint.run_id, what)
             loaded = self.store.replace(checkpoint, self.loaded.token)
-            self.write_s = hooks.mono() - start
+            self.write_s = clock.mono() - start
             self.loaded = loaded
-            hooks.after_write(checkpoint.run_id, what, loaded.document)
+            observer.after_write(checkpoint.run_id, what, loaded.document)
             return loaded
 
     def stored(self) -> Checkpoint:
@@ -110,7 +110,8 @@ class Invocation:
         self.context = context
         self.run_id_fn = run_id_fn
         self.lambda_client = lambda_client
-        self.hooks = _hooks.active()
+        self.ports = active()
+        self.clock, self.transport = self.ports.clock, self.ports.transport
         self.request_id = str(getattr(context, "aws_request_id", "") or uuid.uuid4())
         self.function = getattr(context, "invoked_function_arn", None)
         self.where = str(
@@ -164,7 +165,7 @@ class Invocation:
 
     def _begin_new(self) -> Response | ClaimedHop:
         run_id = self._new_run_id()
-        now = self.hooks.wall_ms()
+        now = self.clock.wall_ms()
         checkpoint = Checkpoint(
             run_id=run_id,
             status=Status.RUNNING,
@@ -179,9 +180,9 @@ class Invocation:
             function=self.function,
             claim=self.claim(now),
         )
-        hooks = self.hooks
-        start = hooks.mono()
-        hooks.before_write(run_id, "claim")
+        clock, observer = self.clock, self.ports.observer
+        start = clock.mono()
+        observer.before_write(run_id, "claim")
         try:
             loaded = self.store.create(checkpoint)
         except CheckpointConflict:
@@ -194,9 +195,9 @@ class Invocation:
             extra = {"result": found.result} if found.status is Status.COMPLETED else {}
             log.info("run %s already exists (status %s): not started again", run_id, found.status)
             return answer(run_id, found.status, found.hop, existing=True, **extra)
-        writer = _Writer(self.store, hooks, loaded)
-        writer.write_s = hooks.mono() - start
-        hooks.after_write(run_id, "claim", loaded.document)
+        writer = _Writer(self.store, self.ports, loaded)
+        writer.write_s = clock.mono() - start
+        observer.after_write(run_id, "claim", loaded.document)
         return ClaimedHop(self, writer, hop_index=0)
 
     def _begin_hop(self, envelope: Envelope) -> Response | ClaimedHop:
@@ -212,7 +213,7 @@ class Invocation:
     def _claim_existing(self, loaded: Loaded, hop: int) -> Response | ClaimedHop:
         checkpoint = loaded.checkpoint
         run_id = checkpoint.run_id
-        now = self.hooks.wall_ms()
+        now = self.clock.wall_ms()
         decision = decide_claim(
             checkpoint, hop, request_id=self.request_id, where=self.where, now_ms=now
         )
@@ -248,7 +249,7 @@ class Invocation:
             updated_ms=now,
             hops=(*checkpoint.hops, self.hop_entry(hop, 1 + checkpoint.attempts(hop), now)),
         )
-        writer = _Writer(self.store, self.hooks, loaded)
+        writer = _Writer(self.store, self.ports, loaded)
         try:
             writer.write("claim", claimed)
         except CheckpointConflict:
@@ -274,9 +275,9 @@ class Invocation:
         try:
             self.send(run_id, hop + 1)
         except RecursionStopped as exc:
-            writer = _Writer(self.store, self.hooks, loaded)
+            writer = _Writer(self.store, self.ports, loaded)
             with contextlib.suppress(CheckpointConflict):
-                writer.write("fail", _failed(writer.stored(), exc, True, self.hooks.wall_ms()))
+                writer.write("fail", _failed(writer.stored(), exc, True, self.clock.wall_ms()))
                 exc.recorded = True
             raise
         return answer(run_id, Answer.CONTINUED, hop, next="lambda", resent=True)
@@ -289,7 +290,7 @@ class Invocation:
             return self._duplicate(run_id, hop, f"already escalated to {escalation.task_arn}")
         if self.settings.escalate is None:
             return self._duplicate(run_id, hop, "escalated, but no Fargate target is configured")
-        task_arn = self.start_task(_Writer(self.store, self.hooks, loaded), hop + 1)
+        task_arn = self.start_task(_Writer(self.store, self.ports, loaded), hop + 1)
         return answer(
             run_id, Answer.CONTINUED, hop, next="fargate", task_arn=task_arn, resent=True
         )
@@ -300,9 +301,9 @@ class Invocation:
         """Invoke this function asynchronously with the envelope of ``hop``."""
         if not self.function:
             raise _no_function(run_id)
-        start = self.hooks.mono()
+        start = self.clock.mono()
         try:
-            self.hooks.invoke_async(
+            self.transport.invoke_async(
                 str(self.function),
                 json.dumps(make_envelope(run_id, hop)).encode(),
                 self.lambda_client,
@@ -319,20 +320,20 @@ class Invocation:
                 f"run {run_id}: checkpoint saved but starting hop {hop} failed: {exc}. "
                 "Lambda's retry of this invocation resumes the run from this checkpoint."
             ) from exc
-        self.hooks.last_handoff_s = self.hooks.mono() - start
+        self.transport.last_handoff_s = self.clock.mono() - start
 
     def start_task(self, writer: _Writer, hop: int) -> str:
         """RunTask for ``hop``, then record its ARN (a lost race there is harmless)."""
         escalate = self.settings.escalate
         assert escalate is not None  # callers check
         run_id = writer.loaded.checkpoint.run_id
-        task_arn = self.hooks.start_task(escalate, run_id, hop)
+        task_arn = self.transport.start_task(escalate, run_id, hop)
         with writer.lock:
             stored = writer.stored()
             escalation = stored.escalation or Escalation(reason="escalated", hop=hop)
             recorded = stored.replace(
                 escalation=Escalation(escalation.reason, escalation.hop, task_arn),
-                updated_ms=self.hooks.wall_ms(),
+                updated_ms=self.clock.wall_ms(),
             )
             # A lost race means the task already claimed the run: it runs, which is the point.
             with contextlib.suppress(CheckpointConflict):
@@ -346,25 +347,25 @@ class ClaimedHop:
     def __init__(self, invocation: Invocation, writer: _Writer, *, hop_index: int) -> None:
         self.invocation = invocation
         self.settings = invocation.settings
-        self.hooks = invocation.hooks
+        self.clock, self.transport = invocation.clock, invocation.transport
         self.writer = writer
         self.hop_index = hop_index
         checkpoint = writer.loaded.checkpoint
         settings = self.settings
         timer = Timer(
             invocation.context,
-            self.hooks.mono,
+            self.clock.mono,
             fixed_margin_ms=settings.margin_ms,
             min_margin_ms=settings.min_margin_ms,
             carried=checkpoint.timing,
         )
         if writer.write_s is not None:  # the claim just written
             timer.note_write(writer.write_s)
-        if self.hooks.last_handoff_s is not None:
-            timer.note_handoff(self.hooks.last_handoff_s)
+        if self.transport.last_handoff_s is not None:
+            timer.note_handoff(self.transport.last_handoff_s)
         run_deadline = None
         if settings.max_run_seconds is not None:
-            elapsed_s = (self.hooks.wall_ms() - checkpoint.created_ms) / 1000.0
+            elapsed_s = (self.clock.wall_ms() - checkpoint.created_ms) / 1000.0
             run_deadline = timer.mono() + settings.max_run_seconds - elapsed_s
         self.run = Run(
             run_id=checkpoint.run_id,
@@ -383,7 +384,7 @@ class ClaimedHop:
     def start(self) -> None:
         """Hand the run to observers; fail it at once if it is past ``max_run_seconds``."""
         run = self.run
-        self.hooks.on_run(run, self.heartbeat)
+        self.invocation.ports.observer.on_run(run, self.heartbeat)
         log.info("run %s hop %d: started (%s)", run.id, run.hop, self.invocation.where)
         if run._past_run_deadline(run._timer.mono()):
             self._fail(RunTimeExceeded(self._run_time_message()))
@@ -393,7 +394,7 @@ class ClaimedHop:
     def _progress(self, status: Status, *, outcome: str | None, **changes: Any) -> Checkpoint:
         """The next document: the last one written, with this hop's live progress."""
         run = self.run
-        now = self.hooks.wall_ms()
+        now = self.clock.wall_ms()
         last = self.writer.loaded.checkpoint
         hops = list(last.hops)
         entry = _with(hops[self.hop_index], items=run.items_done())
@@ -430,7 +431,7 @@ class ClaimedHop:
     def save_progress(self) -> None:
         """A checkpoint during the hop (``run.checkpoint()`` and the periodic one)."""
         self._write_own(
-            "checkpoint", Status.RUNNING, claim=self.invocation.claim(self.hooks.wall_ms())
+            "checkpoint", Status.RUNNING, claim=self.invocation.claim(self.clock.wall_ms())
         )
 
     def heartbeat(self) -> bool:
@@ -443,7 +444,7 @@ class ClaimedHop:
             stored = self.writer.stored()
             if stored.status is not Status.RUNNING:
                 return True
-            renewed = stored.replace(claim=self.invocation.claim(self.hooks.wall_ms()))
+            renewed = stored.replace(claim=self.invocation.claim(self.clock.wall_ms()))
             try:
                 self._write("heartbeat", renewed)
             except CheckpointConflict:
@@ -601,7 +602,7 @@ class ClaimedHop:
         self, exc: BaseException, *, terminal: bool, progress: bool = False
     ) -> None:
         with self.writer.lock:
-            now = self.hooks.wall_ms()
+            now = self.clock.wall_ms()
             if progress:
                 checkpoint = self._progress(
                     Status.FAILED, outcome="failed", claim=None, error=_error(exc, terminal)

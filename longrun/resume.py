@@ -15,10 +15,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ._hooks import Hooks
 from .checkpoint import make_envelope
 from .config import FargateSettings
 from .errors import CheckpointConflict, RunNotFound
+from .ports import Ports, active
 from .protocol import Escalation, Status, holds_live_claim, why_not_resumable
 from .stores.base import CheckpointStore, Loaded
 
@@ -43,7 +43,7 @@ class Resumed:
 def _take_over(
     store: CheckpointStore,
     run_id: str,
-    hooks: Hooks,
+    ports: Ports,
     status: Status,
     next_: str,
     reason: str,
@@ -54,7 +54,7 @@ def _take_over(
         loaded = store.load(run_id)
         if loaded is None:
             raise RunNotFound(f"cannot resume: {store.describe(store.key(run_id))} does not exist.")
-        now = hooks.wall_ms()
+        now = ports.clock.wall_ms()
         checkpoint = loaded.checkpoint
         why_not = why_not_resumable(checkpoint, now)
         if why_not:
@@ -90,7 +90,7 @@ def resume_in_fargate(
     run_id: str,
     *,
     reason: str = "resumed",
-    hooks: Hooks | None = None,
+    ports: Ports | None = None,
 ) -> Resumed:
     """Escalate ``run_id`` to a Fargate task, unless it is live, finished or already there.
 
@@ -98,12 +98,12 @@ def resume_in_fargate(
     delivery that failed with ClaimBusy looks exactly like a hop that died early, and only
     the lease's expiry tells them apart.
     """
-    hooks = hooks or Hooks()
-    loaded, why, busy = _take_over(store, run_id, hooks, Status.ESCALATED, "fargate", reason)
+    ports = ports or active()
+    loaded, why, busy = _take_over(store, run_id, ports, Status.ESCALATED, "fargate", reason)
     if loaded is None:
         return _skipped(run_id, why, busy)
     hop = loaded.checkpoint.hop + 1
-    task_arn = hooks.start_task(target, run_id, hop)
+    task_arn = ports.transport.start_task(target, run_id, hop)
     stored = loaded.checkpoint.replace(escalation=Escalation(reason, hop, task_arn))
     with contextlib.suppress(CheckpointConflict):  # lost only if the task claimed it already
         store.replace(stored, loaded.token)
@@ -117,19 +117,20 @@ def resume_in_lambda(
     *,
     function: str | None = None,
     lambda_client: Any = None,
-    hooks: Hooks | None = None,
+    ports: Ports | None = None,
 ) -> Resumed:
     """Continue ``run_id`` with a new asynchronous invocation of its function."""
-    hooks = hooks or Hooks()
+    ports = ports or active()
     loaded = store.load(run_id)
     if loaded is None:
         raise RunNotFound(f"cannot resume: {store.describe(store.key(run_id))} does not exist.")
     target = function or loaded.checkpoint.function
     if not target:
         return Resumed(run_id, "skipped", "the checkpoint names no function: pass one")
-    loaded, why, busy = _take_over(store, run_id, hooks, Status.CONTINUED, "lambda", "resumed")
+    loaded, why, busy = _take_over(store, run_id, ports, Status.CONTINUED, "lambda", "resumed")
     if loaded is None:
         return _skipped(run_id, why, busy)
     hop = loaded.checkpoint.hop + 1
-    hooks.invoke_async(str(target), json.dumps(make_envelope(run_id, hop)).encode(), lambda_client)
+    payload = json.dumps(make_envelope(run_id, hop)).encode()
+    ports.transport.invoke_async(str(target), payload, lambda_client)
     return Resumed(run_id, "invoked", "resumed", hop=hop)

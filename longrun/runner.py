@@ -46,7 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import _hooks
+from . import ports
 from .checkpoint import make_envelope, validate_run_id
 from .config import (
     ENV_EVENT_URI,
@@ -222,8 +222,8 @@ class _StopSignal:
             context.stop()
 
 
-class _RunnerHooks(_hooks.Hooks):
-    """Real time and real AWS, plus a heartbeat that renews the task's lease."""
+class LeaseKeeper(ports.Observer):
+    """Starts, for every claimed hop, a heartbeat that renews the task's lease."""
 
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
@@ -349,10 +349,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         request_id=f"fargate-{task}" if task else None,
     )
     stop.attach(context)
-    hooks = _RunnerHooks(interval_s=max(0.1, settings.lease_s / 3))
+    keeper = LeaseKeeper(interval_s=max(0.1, settings.lease_s / 3))
     started = time.monotonic()
     try:
-        with _hooks.installed(hooks):
+        with ports.installed(observer=keeper):
             result = _call(handler, event, context)
     except Exception as exc:
         log.exception("handler failed")
@@ -362,7 +362,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         )
         return 1
     finally:
-        hooks.stop.set()
+        keeper.stop.set()
     summary: dict[str, Any] = {
         "longrun_runner": "done",
         "seconds": round(time.monotonic() - started, 3),

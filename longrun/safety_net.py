@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import _hooks
+from . import ports as _ports
 from .checkpoint import parse_envelope, validate_run_id
 from .config import (
     ENV_SAFETY_NET_FUNCTION,
@@ -287,7 +287,7 @@ def _start_plain(
     store: CheckpointStore,
     target: FargateSettings,
     env: Mapping[str, str],
-    hooks: _hooks.Hooks,
+    ports: _ports.Ports,
 ) -> dict[str, Any]:
     """Store the event and start one task that runs it through the function's handler.
 
@@ -306,7 +306,7 @@ def _start_plain(
     spool = _spool_of(store)
     event_name, marker_name = f"{EVENTS_FOLDER}{tag}.json", f"{EVENTS_FOLDER}{tag}.task.json"
     event_uri = spool.object_uri(event_name)
-    now = hooks.wall_ms()
+    now = ports.clock.wall_ms()
     marker: dict[str, Any] = {
         "request_id": tag,
         "function": function,
@@ -398,7 +398,7 @@ def _safe_id(*candidates: str | None) -> str | None:
 
 
 def _handle(failure: _Failure, message_id: str | None, config: _Config) -> dict[str, Any]:
-    hooks = _hooks.active()
+    ports = _ports.active()
     try:
         envelope = parse_envelope(failure.payload)
     except (EnvelopeError, InvalidRunId) as exc:
@@ -416,7 +416,7 @@ def _handle(failure: _Failure, message_id: str | None, config: _Config) -> dict[
             config.target,
             run_id,
             reason=reason,
-            hooks=hooks,
+            ports=ports,
         )
         if resumed.action == "busy":
             # The hop that failed (or a duplicate of it) still holds a live lease: it may be
@@ -434,7 +434,7 @@ def _handle(failure: _Failure, message_id: str | None, config: _Config) -> dict[
             "task_arn": resumed.task_arn,
         }
     tag = _safe_id(failure.request_id, message_id) or str(uuid.uuid4())
-    return _start_plain(failure, tag, config.store, config.target, config.env, hooks)
+    return _start_plain(failure, tag, config.store, config.target, config.env, ports)
 
 
 _LEVELS = {"malformed": logging.WARNING, "error": logging.ERROR}

@@ -19,9 +19,9 @@ from longrun import (
     CheckpointCorrupt,
     CheckpointFormatError,
     FileStore,
-    _hooks,
     current_run,
     longrun,
+    ports,
 )
 from longrun.checkpoint import make_envelope
 from longrun.resume import resume_in_lambda
@@ -30,7 +30,7 @@ from longrun.testing import FakeContext, VirtualClock
 Doc = dict[str, Any]
 
 
-class _Captured(_hooks.Hooks):
+class _Captured(ports.Transport):
     """Real clocks; hand-offs are recorded instead of sent."""
 
     def __init__(self) -> None:
@@ -61,7 +61,7 @@ class Runs:
         self.handler = handler
 
     def call(self, event: Any) -> Any:
-        with _hooks.installed(self.hooks):
+        with ports.installed(transport=self.hooks):
             return self.handler(event, FakeContext(VirtualClock(), timeout_s=900))
 
     def start(self, run_id: str) -> None:
@@ -200,7 +200,7 @@ def test_a_copied_checkpoint_does_not_advance_or_cancel_the_other_run(runs: Runs
     with pytest.raises(CheckpointCorrupt):
         runs.store.cancel("run-a")
     with pytest.raises(CheckpointCorrupt):
-        resume_in_lambda(runs.store, "run-a", hooks=runs.hooks)
+        resume_in_lambda(runs.store, "run-a")
 
     assert runs.path("run-a").read_bytes() == copied
     assert runs.path("run-b").read_bytes() == b_before

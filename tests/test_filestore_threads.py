@@ -32,6 +32,8 @@ def _doc(run_id: str) -> dict[str, Any]:
         "run_id": run_id,
         "status": "running",
         "hop": 0,
+        "created_ms": 0,
+        "updated_ms": 0,
         "claim": None,
         "event": {},
         "state": {},

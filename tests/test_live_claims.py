@@ -18,8 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from longrun import FileStore, StoreError, _hooks, current_run, longrun
-from longrun.runner import _RunnerHooks
+from longrun import FileStore, StoreError, current_run, longrun, ports
+from longrun.runner import LeaseKeeper
 
 
 class FlakyStore(FileStore):
@@ -73,7 +73,7 @@ def _wait(predicate: Any, timeout_s: float = 60.0) -> bool:
 
 def test_heartbeat_keeps_the_lease_through_transient_store_errors(tmp_path: Path) -> None:
     store = FlakyStore(tmp_path)
-    hooks = _RunnerHooks(interval_s=0.05)
+    hooks = LeaseKeeper(interval_s=0.05)
     seen: dict[str, Any] = {}
 
     @longrun(checkpoint=store, run_id=lambda e: "leased", checkpoint_every_s=3600)
@@ -85,7 +85,7 @@ def test_heartbeat_keeps_the_lease_through_transient_store_errors(tmp_path: Path
         return {"ok": True}
 
     try:
-        with _hooks.installed(hooks):
+        with ports.installed(observer=hooks):
             assert handler({}, LeasedContext()) == {"ok": True}
     finally:
         hooks.stop.set()
@@ -97,7 +97,7 @@ def test_heartbeat_keeps_the_lease_through_transient_store_errors(tmp_path: Path
 
 def test_heartbeat_stops_and_reports_when_the_lease_is_lost(tmp_path: Path) -> None:
     store = FlakyStore(tmp_path)
-    hooks = _RunnerHooks(interval_s=0.05)
+    hooks = LeaseKeeper(interval_s=0.05)
     seen: dict[str, Any] = {}
 
     @longrun(checkpoint=store, run_id=lambda e: "taken", checkpoint_every_s=3600)
@@ -108,7 +108,7 @@ def test_heartbeat_stops_and_reports_when_the_lease_is_lost(tmp_path: Path) -> N
             current_run().checkpoint()
 
     try:
-        with _hooks.installed(hooks):
+        with ports.installed(observer=hooks):
             response = handler({}, LeasedContext())
     finally:
         hooks.stop.set()

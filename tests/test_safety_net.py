@@ -20,7 +20,7 @@ from typing import Any
 import boto3
 import pytest
 
-from longrun import S3Store, _hooks, current_run, longrun, safety_net
+from longrun import S3Store, current_run, longrun, ports, safety_net
 from longrun import config as longrun_config
 from longrun.handoff import fargate
 from longrun.runner import _load_event
@@ -539,11 +539,11 @@ def test_live_claim_of_the_failed_request_is_left_to_its_lease(aws: Aws) -> None
     assert aws.tasks() == []
     assert aws.checkpoint(live.run_id) == before  # the live hop is not disturbed
 
-    class Later(_hooks.Hooks):  # two hours on: the lease has expired
+    class Later(ports.Clock):  # two hours on: the lease has expired
         def wall_ms(self) -> int:
             return super().wall_ms() + 7_200_000
 
-    with _hooks.installed(Later()):
+    with ports.installed(clock=Later()):
         summary = safety_net.handler({"Records": [record]}, None)
     [result] = summary["results"]
     assert_escalated(aws, result, live.run_id, hop=1)

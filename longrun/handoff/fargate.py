@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from ..config import (
@@ -22,6 +21,7 @@ from ..config import (
     ENV_HANDLER,
     ENV_HOP,
     ENV_RUN_ID,
+    Fargate,
     FargateSettings,
 )
 from ..errors import EscalationFailed
@@ -41,32 +41,6 @@ MAX_OVERRIDES_CHARS = 8192
 
 STARTED_BY = "longrun"
 _CAPACITY_WORDS = ("capacity", "resource:", "insufficient")
-
-
-@dataclass
-class Fargate:
-    """Where to escalate a run: an ECS Fargate task definition and its networking.
-
-    Every field left ``None`` comes from its ``LONGRUN_FARGATE_*`` variable
-    (``cluster``: ``LONGRUN_FARGATE_CLUSTER``, ``subnets``: ``LONGRUN_FARGATE_SUBNETS`` as a
-    comma-separated list, ...). ``spot=True`` uses the FARGATE_SPOT capacity provider and
-    falls back to on-demand FARGATE when Spot has no capacity. ``handler`` (image mode) or
-    ``function_name`` (function mode) tell the container what to run when its image does not
-    set ``LONGRUN_HANDLER`` itself. ``client``/``session`` inject the ECS client.
-    """
-
-    cluster: str | None = None
-    task_definition: str | None = None
-    container: str | None = None
-    subnets: Sequence[str] | None = None
-    security_groups: Sequence[str] | None = None
-    assign_public_ip: bool | None = None
-    spot: bool | None = None
-    platform_version: str | None = None
-    handler: str | None = None
-    function_name: str | None = None
-    client: Any = field(default=None, repr=False)
-    session: Any = field(default=None, repr=False)
 
 
 _clients: dict[int, Any] = {}

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
 
-from .. import _hooks
+from .. import ports
 from ..checkpoint import make_envelope
 from ..errors import StoreError
 from ..handoff.lambda_invoke import MAX_ASYNC_PAYLOAD
@@ -162,7 +162,10 @@ class Outcome:
         return "\n".join(lines)
 
 
-class _SimHooks(_hooks.Hooks):
+class _SimHooks(ports.Clock, ports.Transport, ports.Observer):
+    """The simulator's clock, transport and observer in one: virtual time, an in-process
+    hand-off, injected faults."""
+
     def __init__(self, sim: LambdaSim, record: HopRecord, delivery: Delivery) -> None:
         self.sim = sim
         self.record = record
@@ -183,9 +186,6 @@ class _SimHooks(_hooks.Hooks):
 
     def mono(self) -> float:
         return self.sim.clock.mono()
-
-    def settings_overrides(self) -> Mapping[str, Any]:
-        return self.sim.settings
 
     def before_write(self, run_id: str, what: str) -> None:
         sim = self.sim
@@ -354,7 +354,9 @@ class LambdaSim:
         saved_deadline = clock.deadline
         clock.deadline = context.deadline_s
         try:
-            with _hooks.installed(hooks):
+            with ports.installed(
+                clock=hooks, transport=hooks, observer=hooks, settings=self.settings
+            ):
                 response = self._call(delivery.event, context)
         except HopKilled as exc:
             record.outcome, record.error = "killed", exc

@@ -1,0 +1,132 @@
+"""The seams between longrun and the world: a clock, a transport and an observer.
+
+Production code reads the active :class:`Ports` once per invocation. The defaults use the
+real clocks and real AWS calls. A test harness replaces any of them for the duration of a
+``with`` block (a context variable, not module state, so nested and concurrent invocations
+stay apart)::
+
+    from longrun import ports
+
+    class Recorder(ports.Observer):
+        def after_write(self, run_id, what, document):
+            seen.append((what, document["status"]))
+
+    with ports.installed(observer=Recorder()):
+        handler(event, context)
+
+The simulator (``longrun.testing.LambdaSim``) installs a virtual clock, an in-process
+transport and an observer that injects faults; the Fargate runner installs an observer that
+keeps the task's lease alive. ``docs/testing.md`` describes the override.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: ports sit below the modules that use them
+    from .config import FargateSettings
+    from .run import Run
+
+__all__ = ["Clock", "Observer", "Ports", "Transport", "active", "installed"]
+
+
+class Clock:
+    """Time, as longrun reads it (the deadline itself always comes from the context)."""
+
+    def wall_ms(self) -> int:
+        """Milliseconds since the epoch, for leases and timestamps shared between hops."""
+        return int(time.time() * 1000)
+
+    def mono(self) -> float:
+        """Seconds from a monotonic clock, for measuring durations inside one hop."""
+        return time.perf_counter()
+
+
+class Transport:
+    """How a run reaches its next hop: an async Lambda invoke or a Fargate task."""
+
+    last_handoff_s: float | None = None
+    """The last hand-off duration measured in this process: async self-invocations often
+    land on a warm instance of the same function, so the next hop starts with it."""
+
+    def invoke_async(self, function: str, payload: bytes, client: Any) -> None:
+        """Deliver ``payload`` as an asynchronous invocation of ``function``."""
+        from .handoff.lambda_invoke import invoke_async
+
+        invoke_async(function, payload, client=client)
+
+    def start_task(self, settings: FargateSettings, run_id: str, hop: int) -> str:
+        """Start the Fargate task of hop ``hop``; returns its ARN."""
+        from .handoff.fargate import start_task
+
+        return start_task(settings, run_id, hop)
+
+
+class Observer:
+    """Told about every checkpoint write and every claimed hop; may add latency or fail."""
+
+    def before_write(self, run_id: str, what: str) -> None:
+        """Called before every checkpoint write (``what``: claim, checkpoint, continue, ...)."""
+
+    def after_write(self, run_id: str, what: str, document: Mapping[str, Any]) -> None:
+        """Called after every successful checkpoint write with the document written."""
+
+    def on_run(self, run: Run, heartbeat: Callable[[], bool]) -> None:
+        """Called once the hop holds its claim, with the live run handle and the function
+        that renews a leased claim (True while the claim is still this hop's)."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The ports in force for an invocation."""
+
+    clock: Clock = field(default_factory=Clock)
+    transport: Transport = field(default_factory=Transport)
+    observer: Observer = field(default_factory=Observer)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """Settings that take precedence over arguments and environment (tests only)."""
+
+
+_DEFAULT = Ports()
+_active: contextvars.ContextVar[Ports] = contextvars.ContextVar(
+    "longrun_ports",
+    default=_DEFAULT,
+)
+
+
+def active() -> Ports:
+    """The ports in force for the current invocation."""
+    return _active.get()
+
+
+@contextmanager
+def installed(
+    ports: Ports | None = None,
+    *,
+    clock: Clock | None = None,
+    transport: Transport | None = None,
+    observer: Observer | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> Iterator[Ports]:
+    """Replace some ports (the others stay as they are) for the ``with`` block."""
+    base = ports or _active.get()
+    changes: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("clock", clock),
+            ("transport", transport),
+            ("observer", observer),
+            ("settings", settings),
+        )
+        if value is not None
+    }
+    token = _active.set(replace(base, **changes))
+    try:
+        yield _active.get()
+    finally:
+        _active.reset(token)
