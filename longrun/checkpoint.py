@@ -1,4 +1,8 @@
-"""The checkpoint document and the continuation envelope: plain JSON, versioned, validated.
+"""The codec: JSON encoding of checkpoint documents and the continuation envelope.
+
+What a document must hold and allows next is the protocol's (``protocol.py``); this module
+only turns documents into bytes (refusing what plain JSON would silently change) and
+validates the envelope of a continuation event.
 
 Nothing here (or anywhere in longrun) unpickles or evaluates stored data: a checkpoint is data
 an attacker with write access to the bucket might have written.
@@ -14,8 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import (
-    CheckpointCorrupt,
-    CheckpointFormatError,
     EnvelopeError,
     InvalidRunId,
     StateNotSerializable,
@@ -25,9 +27,7 @@ __all__ = [
     "ENVELOPE_KEY",
     "ENVELOPE_VERSION",
     "FORMAT",
-    "STATUSES",
     "Envelope",
-    "decode_document",
     "encode_document",
     "is_plain_json",
     "make_envelope",
@@ -38,7 +38,6 @@ __all__ = [
 FORMAT = 1
 ENVELOPE_KEY = "longrun"
 ENVELOPE_VERSION = 1
-STATUSES = ("running", "continued", "escalated", "completed", "failed", "cancelled")
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -202,42 +201,3 @@ def encode_document(document: Mapping[str, Any]) -> bytes:
         "numbers, booleans and None (convert datetimes, sets, Decimals first). The last "
         "good checkpoint is kept."
     )
-
-
-def decode_document(data: bytes, *, where: str) -> dict[str, Any]:
-    """Parse a stored checkpoint; CheckpointCorrupt / CheckpointFormatError name ``where``."""
-    try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointCorrupt(
-            f"checkpoint {where} is not valid JSON ({exc}). Inspect or delete it; longrun will "
-            "not guess at its contents."
-        ) from None
-    if not isinstance(document, dict):
-        raise CheckpointCorrupt(f"checkpoint {where} is JSON but not an object; inspect it.")
-    fmt = document.get("format")
-    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT:
-        raise CheckpointFormatError(
-            f"checkpoint {where} has format {fmt}, newer than this longrun reads ({FORMAT}): "
-            "upgrade longrun in this function. The checkpoint is left untouched."
-        )
-    problems: list[str] = []
-    if type(fmt) is not int or fmt != FORMAT:  # true == 1 in Python, not in a format field
-        problems.append(f"format={fmt!r}")
-    if document.get("status") not in STATUSES:
-        problems.append(f"status={document.get('status')!r}")
-    hop = document.get("hop")
-    if not isinstance(hop, int) or isinstance(hop, bool) or hop < 0:
-        problems.append(f"hop={hop!r}")
-    if not isinstance(document.get("state"), dict):
-        problems.append("state is not an object")
-    if not isinstance(document.get("cursors"), dict):
-        problems.append("cursors is not an object")
-    if type(document.get("seq")) is not int:
-        problems.append(f"seq={document.get('seq')!r}")
-    if problems:
-        raise CheckpointCorrupt(
-            f"checkpoint {where} is not a valid longrun checkpoint ({', '.join(problems)}). "
-            "Inspect or delete it; nothing was overwritten."
-        )
-    return document

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import ENV_CHECKPOINT_URI, env_store, resolve_fargate, store_from_uri
 from .errors import LongrunError
+from .protocol import Status
 from .stores.base import CheckpointStore
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ def _local(args: argparse.Namespace) -> int:
             print(line, file=out)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
-    completed = bool(report.runs) and all(r.status == "completed" for r in report.runs)
+    completed = bool(report.runs) and all(r.status == Status.COMPLETED for r in report.runs)
     return 0 if settled and completed else 1
 
 

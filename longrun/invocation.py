@@ -39,6 +39,7 @@ from .errors import (
 )
 from .ports import Ports, active
 from .protocol import (
+    Act,
     Answer,
     Checkpoint,
     Claim,
@@ -189,7 +190,7 @@ class Invocation:
             existing = self.store.load(run_id)
             if existing is None:  # deleted in between: a rare race, let Lambda retry
                 raise
-            if decide_new_run(existing.checkpoint, self.request_id) == "claim":
+            if decide_new_run(existing.checkpoint, self.request_id) is Act.CLAIM:
                 return self._claim_existing(existing, 0)
             found = existing.checkpoint
             extra = {"result": found.result} if found.status is Status.COMPLETED else {}
@@ -218,23 +219,23 @@ class Invocation:
             checkpoint, hop, request_id=self.request_id, where=self.where, now_ms=now
         )
         action = decision.action
-        if action == "cancelled":
+        if action is Act.CANCELLED:
             return answer(run_id, Status.CANCELLED, hop)
-        if action == "duplicate":
+        if action is Act.DUPLICATE:
             return self._duplicate(run_id, hop, decision.reason)
-        if action == "bad_hop":
+        if action is Act.BAD_HOP:
             raise EnvelopeError(f"run {run_id!r}: {decision.reason}.")
-        if action == "busy":
+        if action is Act.BUSY:
             raise ClaimBusy(
                 f"run {run_id} hop {hop} is {decision.reason} (epoch ms): either a duplicate of "
                 "a live invocation or Lambda's retry of one that died early. Raising lets "
                 "Lambda retry after the claim expires; nothing was run."
             )
-        if action == "resend":
+        if action is Act.RESEND:
             return self._resend(loaded, hop)
-        if action == "restart_task":
+        if action is Act.RESTART_TASK:
             return self._restart_task(loaded, hop)
-        if action == "terminal":
+        if action is Act.TERMINAL:
             error = checkpoint.error
             assert error is not None  # decide_claim said so
             raise TERMINAL_ERRORS.get(error.type, LongrunError)(error.message)
@@ -330,7 +331,7 @@ class Invocation:
         task_arn = self.transport.start_task(escalate, run_id, hop)
         with writer.lock:
             stored = writer.stored()
-            escalation = stored.escalation or Escalation(reason="escalated", hop=hop)
+            escalation = stored.escalation or Escalation(reason="escalation", hop=hop)
             recorded = stored.replace(
                 escalation=Escalation(escalation.reason, escalation.hop, task_arn),
                 updated_ms=self.clock.wall_ms(),
@@ -486,13 +487,13 @@ class ClaimedHop:
             stopping=bool(getattr(self.invocation.context, "stopping", False)),  # SIGTERM
             reason=signal.reason,
         )
-        if step.action == "fail":
+        if step.action is Act.FAIL:
             error, terminal = self._guard_error(step.error or "")
             self._fail(error, keep_progress=True, terminal=terminal)
-        if step.action == "escalate":
+        if step.action is Act.ESCALATE:
             return self._escalate(next_hop, step.reason)
         self._write_own(
-            "continue", Status.CONTINUED, outcome="continued", claim=None, next="lambda"
+            "continue", Status.CONTINUED, outcome=Status.CONTINUED.value, claim=None, next="lambda"
         )
         try:
             self.invocation.send(run.id, next_hop)
@@ -546,7 +547,7 @@ class ClaimedHop:
             "escalate",
             Status.ESCALATED,
             # After a "continued" write the hop's outcome is already recorded.
-            outcome=None if after_continue else "escalated",
+            outcome=None if after_continue else Status.ESCALATED.value,
             claim=None,
             next="fargate",
             escalation=Escalation(reason=reason, hop=next_hop),
@@ -576,7 +577,7 @@ class ClaimedHop:
             self._write_own(
                 "complete",
                 Status.COMPLETED,
-                outcome="completed",
+                outcome=Status.COMPLETED.value,
                 claim=None,
                 result=stored,
                 result_note=note,
@@ -604,8 +605,9 @@ class ClaimedHop:
         with self.writer.lock:
             now = self.clock.wall_ms()
             if progress:
+                error = _error(exc, terminal)
                 checkpoint = self._progress(
-                    Status.FAILED, outcome="failed", claim=None, error=_error(exc, terminal)
+                    Status.FAILED, outcome=Status.FAILED.value, claim=None, error=error
                 )
             else:
                 # Start from what was last written, not the live state: a failed hop must not
@@ -671,7 +673,7 @@ def _failed(
     """``stored`` marked failed by ``exc``, its hop entry at ``index`` ended."""
     hops = list(stored.hops)
     if hops:
-        hops[index] = _with(hops[index], ended_ms=now, outcome="failed")
+        hops[index] = _with(hops[index], ended_ms=now, outcome=Status.FAILED.value)
     return stored.replace(
         status=Status.FAILED,
         claim=None,

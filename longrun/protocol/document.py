@@ -1,0 +1,257 @@
+"""The checkpoint document as a typed structure, and the statuses a run goes through."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..checkpoint import FORMAT, encode_document
+
+__all__ = [
+    "FORMAT",
+    "NEXT",
+    "WHERE",
+    "Answer",
+    "Checkpoint",
+    "Claim",
+    "Cursor",
+    "ErrorRecord",
+    "Escalation",
+    "HopEntry",
+    "Status",
+    "answer",
+    "encode",
+    "new_write_id",
+]
+
+
+class Status(str, enum.Enum):
+    """Where a run stands. ``str`` values, as stored in the document."""
+
+    RUNNING = "running"
+    """A hop holds the claim (a lease until ``claim.deadline_ms``) and runs user code."""
+    CONTINUED = "continued"
+    """A hop checkpointed and handed the run to the next Lambda hop (``hop + 1``)."""
+    ESCALATED = "escalated"
+    """A hop checkpointed and handed the run to a Fargate task (``hop + 1``)."""
+    WAITING = "waiting"
+    """The run waits (for a time, a callback or child runs): the wake-up claims ``hop + 1``."""
+    COMPLETED = "completed"
+    """The handler returned; ``result`` holds its value. Final."""
+    FAILED = "failed"
+    """A hop failed; ``error`` says why (``terminal``: a guard, no retry resumes it)."""
+    CANCELLED = "cancelled"
+    """Cancelled from outside: no further hop runs. Final."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def settled(self) -> bool:
+        """Final: nothing will ever run for this run again."""
+        return self in (Status.COMPLETED, Status.CANCELLED)
+
+    @property
+    def handed_off(self) -> bool:
+        """The run waits for its next hop (``hop + 1``) to claim it."""
+        return self in (Status.CONTINUED, Status.ESCALATED, Status.WAITING)
+
+
+class Answer(str, enum.Enum):
+    """What an invocation answers (``{"longrun": {"status": ...}}``) when it returns no result."""
+
+    CONTINUED = "continued"
+    """The hop ended early and handed the run on (``next``: lambda or fargate)."""
+    DUPLICATE = "duplicate"
+    """Another invocation has (or had) this hop: nothing ran."""
+    SUPERSEDED = "superseded"
+    """A newer invocation took the run over while this hop ran: it stopped without hopping."""
+    CANCELLED = "cancelled"
+    """The run is cancelled: nothing ran, or this hop stopped."""
+    STOPPED = "stopped"
+    """``LONGRUN_DISABLED``: the handler ended its hop, and nothing carries the run on."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def answer(run_id: str, status: Answer | Status, hop: int, **extra: Any) -> dict[str, Any]:
+    """The response of an invocation that does not return the handler's result."""
+    body: dict[str, Any] = {"run_id": run_id, "status": status.value, "hop": hop}
+    body.update(extra)
+    return {"longrun": body}
+
+
+WHERE = ("lambda", "fargate", "local")
+NEXT = ("lambda", "fargate")
+
+WRITE_ID = re.compile(r"[0-9a-f]{8,64}")
+
+
+def new_write_id() -> str:
+    """A fresh id for one conditional write."""
+    return secrets.token_hex(8)
+
+
+# -- the document ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The lease of the invocation that runs the current hop."""
+
+    request_id: str
+    deadline_ms: int | None
+    """Epoch ms after which the holder is dead (Lambda killed it); ``None``: no deadline."""
+    where: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "deadline_ms": self.deadline_ms, "where": self.where}
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """One ``run.iterate`` loop's position."""
+
+    pos: int
+    done: bool
+    key: Any = None
+    has_key: bool = False
+    ordered: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"pos": self.pos, "done": self.done}
+        if self.has_key:
+            entry["key"] = self.key
+        if self.ordered:
+            entry["ordered"] = True
+        return entry
+
+
+@dataclass(frozen=True)
+class HopEntry:
+    """One attempt at one hop, in the run's history."""
+
+    hop: int
+    attempt: int
+    where: str
+    request_id: str
+    started_ms: int
+    ended_ms: int | None = None
+    outcome: str | None = None
+    items: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """Why a hop failed."""
+
+    type: str
+    message: str
+    terminal: bool = False
+    traceback: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "message": self.message,
+            "terminal": self.terminal,
+            "traceback": list(self.traceback),
+        }
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """The hand-off to Fargate: why, which hop, and the task once it is known."""
+
+    reason: str
+    hop: int
+    task_arn: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reason": self.reason, "hop": self.hop, "task_arn": self.task_arn}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The whole checkpoint document of one run, typed.
+
+    ``event``, ``state`` and ``result`` are user data (plain JSON); everything else is the
+    protocol's. ``extra`` keeps fields this version does not know, so they survive a write.
+    """
+
+    run_id: str
+    status: Status
+    hop: int
+    created_ms: int
+    updated_ms: int
+    event: Any
+    state: Any
+    cursors: Mapping[str, Cursor]
+    hops: tuple[HopEntry, ...]
+    seq: int = 0
+    write_id: str | None = None
+    origin_request_id: str | None = None
+    function: str | None = None
+    claim: Claim | None = None
+    timing: Mapping[str, float] = field(default_factory=dict)
+    result: Any = None
+    result_note: str | None = None
+    error: ErrorRecord | None = None
+    next: str | None = None
+    escalation: Escalation | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> Checkpoint:
+        """A copy with ``changes`` (the dataclass is frozen)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def last_hop(self) -> HopEntry | None:
+        return self.hops[-1] if self.hops else None
+
+    def attempts(self, hop: int) -> int:
+        """How many attempts at ``hop`` the history holds."""
+        return sum(1 for h in self.hops if h.hop == hop)
+
+    def to_json(self) -> dict[str, Any]:
+        """The document as stored (``format`` and ``seq`` first: FileStore reads them there)."""
+        doc: dict[str, Any] = {
+            "format": FORMAT,
+            "seq": self.seq,
+            "write_id": self.write_id,
+            "run_id": self.run_id,
+            "status": self.status.value,
+            "hop": self.hop,
+            "origin_request_id": self.origin_request_id,
+            "function": self.function,
+            "created_ms": self.created_ms,
+            "updated_ms": self.updated_ms,
+            "claim": None if self.claim is None else self.claim.to_json(),
+            "event": self.event,
+            "state": self.state,
+            "cursors": {path: c.to_json() for path, c in self.cursors.items()},
+            "timing": dict(self.timing),
+            "hops": [h.to_json() for h in self.hops],
+            "result": self.result,
+            "result_note": self.result_note,
+            "error": None if self.error is None else self.error.to_json(),
+            "next": self.next,
+            "escalation": None if self.escalation is None else self.escalation.to_json(),
+        }
+        for key, value in self.extra.items():
+            doc.setdefault(key, value)
+        return doc
+
+
+def encode(checkpoint: Checkpoint) -> bytes:
+    """The stored bytes of ``checkpoint`` (StateNotSerializable names a bad user value)."""
+    return encode_document(checkpoint.to_json())
