@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar, cast, overload
 
@@ -12,12 +11,11 @@ import wrapt  # 1.x: wrapt 2 imports asyncio, ~35 ms more on every cold start
 
 from . import ports
 from .config import Fargate, Settings, resolve
-from .errors import LongrunConfigError, LongrunError
-from .invocation import ClaimedHop, Invocation, Response
-from .protocol import Answer, answer
-from .run import Cancelled, EndHop, Run, Superseded, _activate, _deactivate
+from .errors import LongrunConfigError
+from .hop import ClaimedHop, DetachedHop, Response
+from .invocation import Invocation
+from .run import _activate, _deactivate
 from .stores.base import CheckpointStore
-from .timing import Timer
 
 __all__ = ["longrun"]
 
@@ -131,12 +129,14 @@ def longrun(
     def settings() -> Settings:
         return resolve(explicit, ports.active().settings)
 
-    def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ClaimedHop | Run | Response:
-        """The claimed hop (or, disabled, a detached run) to run the handler in, or an answer."""
+    def start(
+        args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> ClaimedHop | DetachedHop | Response:
+        """The hop to run the handler in (claimed, or detached when disabled), or an answer."""
         event, context = _bind(*args, **kwargs)
         resolved = settings()
         if resolved.disabled or resolved.store is None:
-            return _detached_run(event, resolved)
+            return DetachedHop(event, resolved)
         invocation = Invocation(
             resolved, resolved.store, event, context, run_id_fn=run_id, lambda_client=lambda_client
         )
@@ -154,15 +154,15 @@ def longrun(
             handle = start(args, kwargs)
             if isinstance(handle, dict):
                 return handle
-            run = handle if isinstance(handle, Run) else handle.run
+            run = handle.run
             token = _activate(run)
             try:
                 result = await wrapped(*_with_event(args, kwargs, run.event), **kwargs)
             except BaseException as exc:
-                return _ended(handle, exc)
+                return handle.ended(exc)
             finally:
                 _deactivate(token)
-            return _returned(handle, result)
+            return handle.finished(result)
 
         return cast(F, async_wrapper(wrapped))
 
@@ -173,66 +173,14 @@ def longrun(
         handle = start(args, kwargs)
         if isinstance(handle, dict):
             return handle
-        run = handle if isinstance(handle, Run) else handle.run
+        run = handle.run
         token = _activate(run)
         try:
             result = wrapped(*_with_event(args, kwargs, run.event), **kwargs)
         except BaseException as exc:
-            return _ended(handle, exc)
+            return handle.ended(exc)
         finally:
             _deactivate(token)
-        return _returned(handle, result)
+        return handle.finished(result)
 
     return cast(F, sync_wrapper(wrapped))
-
-
-def _ended(handle: ClaimedHop | Run, exc: BaseException) -> Response:
-    """The handler raised: a hop control signal becomes a response; anything else re-raises."""
-    if isinstance(handle, Run):
-        if isinstance(exc, EndHop):
-            return answer(handle.id, Answer.STOPPED, 0, disabled=True)
-        raise exc
-    if isinstance(exc, EndHop):
-        response: Response = _finish(handle, handle.ended_hop, exc)
-        return response
-    if isinstance(exc, (Superseded, Cancelled)):
-        return handle.stopped(exc)
-    if isinstance(exc, Exception):
-        handle.raised(exc)
-    raise exc
-
-
-def _returned(handle: ClaimedHop | Run, result: Any) -> Any:
-    return result if isinstance(handle, Run) else _finish(handle, handle.returned, result)
-
-
-def _finish(handle: ClaimedHop, step: Callable[[Any], Any], arg: Any) -> Any:
-    """Run an ending step; a lost claim is an answer, any other error is recorded and raised."""
-    try:
-        return step(arg)
-    except (Superseded, Cancelled) as signal:
-        return handle.stopped(signal)
-    except LongrunError as exc:
-        if not exc.recorded:
-            handle.raised(exc)
-        raise
-    except Exception as exc:  # a store or encoding error in the final write
-        handle.raised(exc)
-        raise
-
-
-def _detached_run(event: Any, settings: Settings) -> Run:
-    """``LONGRUN_DISABLED``: a run with no store, no deadline and no hops."""
-    timer = Timer(None, ports.active().clock.mono, fixed_margin_ms=0, min_margin_ms=0)
-    return Run(
-        run_id=f"disabled-{uuid.uuid4()}",
-        hop=0,
-        event=event,
-        state={},
-        cursors={},
-        timer=timer,
-        save=None,
-        checkpoint_every_s=settings.checkpoint_every_s,
-        run_deadline_mono=None,
-        where="local",
-    )

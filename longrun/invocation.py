@@ -1,98 +1,48 @@
-"""One invocation of a decorated handler, in two objects: before the claim and after it.
+"""An invocation before it holds the run: read it, ask the protocol, claim or answer.
 
-:class:`Invocation` reads the run and asks the protocol (``protocol.decide_claim``) what this
-delivery may do; it answers at once (a duplicate, a cancelled run, a retry that only re-sends
-the next hop) or claims the run and returns a :class:`ClaimedHop`. The claimed hop holds the
-run handle and the last document written, and ends in exactly one of ``ended_hop()``,
-``returned()``, ``raised()`` or ``stopped()``. The rules live in ``protocol.py``; this module
-executes them. ``docs/concepts.md`` describes the protocol.
+:class:`Invocation` reads the run and asks ``protocol.decide_claim`` what this delivery may
+do. It answers at once (a duplicate, a cancelled run, a retry that only re-sends the next
+hop or restarts a task) or claims the run and returns the :class:`~longrun.hop.ClaimedHop`
+that runs the handler. ``docs/concepts.md`` describes the protocol.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import logging
-import threading
-import traceback
-import uuid
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
-from .checkpoint import Envelope, is_plain_json, make_envelope, parse_envelope, validate_run_id
+from .checkpoint import Envelope, parse_envelope, validate_run_id
 from .config import Settings
 from .errors import (
     TERMINAL_ERRORS,
     CheckpointConflict,
     ClaimBusy,
     EnvelopeError,
-    EscalationFailed,
-    HandoffFailed,
-    HopBudgetExhausted,
     LongrunError,
-    NoProgressError,
     RecursionStopped,
     RunNotFound,
-    RunTimeExceeded,
-    StoreError,
 )
-from .ports import Ports, active
+from .hop import Caller, ClaimedHop, Response, Writer, failed
 from .protocol import (
     Act,
     Answer,
     Checkpoint,
-    Claim,
-    Cursor,
-    ErrorRecord,
-    Escalation,
-    HopEntry,
     Status,
     answer,
     decide_claim,
     decide_new_run,
-    decide_next,
-    decode,
 )
-from .run import Cancelled, EndHop, Run, Superseded
+from .run import Cancelled, Superseded
 from .stores.base import CheckpointStore, Loaded
-from .timing import NO_DEADLINE_MS, Timer
 
-__all__ = ["ClaimedHop", "Invocation", "Response"]
+__all__ = ["Invocation"]
 
 log = logging.getLogger("longrun")
 
-Response = dict[str, Any]
 
-
-class _Writer:
-    """Fenced writes of one run by one invocation, each presenting the last token it got."""
-
-    def __init__(self, store: CheckpointStore, ports: Ports, loaded: Loaded) -> None:
-        self.store = store
-        self.ports = ports
-        self.loaded = loaded
-        self.write_s: float | None = None
-        self.lock = threading.RLock()  # the heartbeat thread writes too
-
-    def write(self, what: str, checkpoint: Checkpoint) -> Loaded:
-        with self.lock:
-            clock, observer = self.ports.clock, self.ports.observer
-            start = clock.mono()
-            observer.before_write(checkpoint.run_id, what)
-            loaded = self.store.replace(checkpoint, self.loaded.token)
-            self.write_s = clock.mono() - start
-            self.loaded = loaded
-            observer.after_write(checkpoint.run_id, what, loaded.document)
-            return loaded
-
-    def stored(self) -> Checkpoint:
-        """The last document written, as stored: not sharing live objects (``run.state``)."""
-        data = self.loaded.data
-        return decode(data, where=self.store.describe(), run_id=self.loaded.checkpoint.run_id)
-
-
-class Invocation:
+class Invocation(Caller):
     """An invocation before it holds the run: decide, then claim or answer."""
 
     def __init__(
@@ -105,23 +55,8 @@ class Invocation:
         run_id_fn: Callable[[Any], str] | None = None,
         lambda_client: Any = None,
     ) -> None:
-        self.settings = settings
-        self.store = store
-        self.event = event
-        self.context = context
+        super().__init__(settings, store, event, context, lambda_client=lambda_client)
         self.run_id_fn = run_id_fn
-        self.lambda_client = lambda_client
-        self.ports = active()
-        self.clock, self.transport = self.ports.clock, self.ports.transport
-        self.request_id = str(getattr(context, "aws_request_id", "") or uuid.uuid4())
-        self.function = getattr(context, "invoked_function_arn", None)
-        self.where = str(
-            getattr(context, "longrun_where", "") or ("lambda" if context else "local")
-        )
-        lease = getattr(context, "longrun_lease_s", None)
-        self.lease_s: float | None = float(lease) if isinstance(lease, (int, float)) else None
-
-    # -- deciding ---------------------------------------------------------------------------
 
     def begin(self) -> Response | ClaimedHop:
         """Claim the run and return the claimed hop, or the answer to give instead."""
@@ -133,25 +68,6 @@ class Invocation:
             except (Superseded, Cancelled) as signal:
                 return hop.stopped(signal)
         return hop
-
-    def claim(self, now: int) -> Claim:
-        """This invocation's lease: until its deadline, or for ``lease_s`` when it has none
-        worth the name (a Fargate task), renewed by every write and by heartbeats."""
-        remaining = self.remaining_ms()
-        if self.lease_s is not None:
-            remaining = min(remaining, int(self.lease_s * 1000))
-        deadline = None if remaining >= NO_DEADLINE_MS else now + remaining
-        return Claim(request_id=self.request_id, deadline_ms=deadline, where=self.where)
-
-    def remaining_ms(self) -> int:
-        getter = getattr(self.context, "get_remaining_time_in_millis", None)
-        if not callable(getter):
-            return NO_DEADLINE_MS
-        value = getter()
-        return NO_DEADLINE_MS if value is None else int(value)
-
-    def hop_entry(self, hop: int, attempt: int, now: int) -> HopEntry:
-        return HopEntry(hop, attempt, self.where, self.request_id, started_ms=now)
 
     def _new_run_id(self) -> str:
         if self.run_id_fn is None:
@@ -196,7 +112,7 @@ class Invocation:
             extra = {"result": found.result} if found.status is Status.COMPLETED else {}
             log.info("run %s already exists (status %s): not started again", run_id, found.status)
             return answer(run_id, found.status, found.hop, existing=True, **extra)
-        writer = _Writer(self.store, self.ports, loaded)
+        writer = Writer(self.store, self.ports, loaded)
         writer.write_s = clock.mono() - start
         observer.after_write(run_id, "claim", loaded.document)
         return ClaimedHop(self, writer, hop_index=0)
@@ -250,7 +166,7 @@ class Invocation:
             updated_ms=now,
             hops=(*checkpoint.hops, self.hop_entry(hop, 1 + checkpoint.attempts(hop), now)),
         )
-        writer = _Writer(self.store, self.ports, loaded)
+        writer = Writer(self.store, self.ports, loaded)
         try:
             writer.write("claim", claimed)
         except CheckpointConflict:
@@ -276,9 +192,9 @@ class Invocation:
         try:
             self.send(run_id, hop + 1)
         except RecursionStopped as exc:
-            writer = _Writer(self.store, self.ports, loaded)
+            writer = Writer(self.store, self.ports, loaded)
             with contextlib.suppress(CheckpointConflict):
-                writer.write("fail", _failed(writer.stored(), exc, True, self.clock.wall_ms()))
+                writer.write("fail", failed(writer.stored(), exc, True, self.clock.wall_ms()))
                 exc.recorded = True
             raise
         return answer(run_id, Answer.CONTINUED, hop, next="lambda", resent=True)
@@ -291,413 +207,7 @@ class Invocation:
             return self._duplicate(run_id, hop, f"already escalated to {escalation.task_arn}")
         if self.settings.escalate is None:
             return self._duplicate(run_id, hop, "escalated, but no Fargate target is configured")
-        task_arn = self.start_task(_Writer(self.store, self.ports, loaded), hop + 1)
+        task_arn = self.start_task(Writer(self.store, self.ports, loaded), hop + 1)
         return answer(
             run_id, Answer.CONTINUED, hop, next="fargate", task_arn=task_arn, resent=True
         )
-
-    # -- hand-offs ------------------------------------------------------------------------------
-
-    def send(self, run_id: str, hop: int) -> None:
-        """Invoke this function asynchronously with the envelope of ``hop``."""
-        if not self.function:
-            raise _no_function(run_id)
-        start = self.clock.mono()
-        try:
-            self.transport.invoke_async(
-                str(self.function),
-                json.dumps(make_envelope(run_id, hop)).encode(),
-                self.lambda_client,
-            )
-        except Exception as exc:
-            if _error_code(exc) == "RecursiveInvocationException":
-                raise RecursionStopped(
-                    f"AWS recursive loop detection refused hop {hop} of run {run_id}. Allow "
-                    "recursion for this function (aws lambda put-function-recursion-config "
-                    "--recursive-loop Allow) or configure escalation to Fargate. The checkpoint "
-                    "is kept."
-                ) from exc
-            raise HandoffFailed(
-                f"run {run_id}: checkpoint saved but starting hop {hop} failed: {exc}. "
-                "Lambda's retry of this invocation resumes the run from this checkpoint."
-            ) from exc
-        self.transport.last_handoff_s = self.clock.mono() - start
-
-    def start_task(self, writer: _Writer, hop: int) -> str:
-        """RunTask for ``hop``, then record its ARN (a lost race there is harmless)."""
-        escalate = self.settings.escalate
-        assert escalate is not None  # callers check
-        run_id = writer.loaded.checkpoint.run_id
-        task_arn = self.transport.start_task(escalate, run_id, hop)
-        with writer.lock:
-            stored = writer.stored()
-            escalation = stored.escalation or Escalation(reason="escalation", hop=hop)
-            recorded = stored.replace(
-                escalation=Escalation(escalation.reason, escalation.hop, task_arn),
-                updated_ms=self.clock.wall_ms(),
-            )
-            # A lost race means the task already claimed the run: it runs, which is the point.
-            with contextlib.suppress(CheckpointConflict):
-                writer.write("task", recorded)
-        return task_arn
-
-
-class ClaimedHop:
-    """A hop that holds the run's claim: it runs user code and ends the hop."""
-
-    def __init__(self, invocation: Invocation, writer: _Writer, *, hop_index: int) -> None:
-        self.invocation = invocation
-        self.settings = invocation.settings
-        self.clock, self.transport = invocation.clock, invocation.transport
-        self.writer = writer
-        self.hop_index = hop_index
-        checkpoint = writer.loaded.checkpoint
-        settings = self.settings
-        timer = Timer(
-            invocation.context,
-            self.clock.mono,
-            fixed_margin_ms=settings.margin_ms,
-            min_margin_ms=settings.min_margin_ms,
-            carried=checkpoint.timing,
-        )
-        if writer.write_s is not None:  # the claim just written
-            timer.note_write(writer.write_s)
-        if self.transport.last_handoff_s is not None:
-            timer.note_handoff(self.transport.last_handoff_s)
-        run_deadline = None
-        if settings.max_run_seconds is not None:
-            elapsed_s = (self.clock.wall_ms() - checkpoint.created_ms) / 1000.0
-            run_deadline = timer.mono() + settings.max_run_seconds - elapsed_s
-        self.run = Run(
-            run_id=checkpoint.run_id,
-            hop=checkpoint.hop,
-            event=checkpoint.event,
-            state=checkpoint.state,
-            cursors={path: c.to_json() for path, c in checkpoint.cursors.items()},
-            timer=timer,
-            save=self.save_progress,
-            checkpoint_every_s=settings.checkpoint_every_s,
-            run_deadline_mono=run_deadline,
-            where=invocation.where,
-            initial_state=functools.partial(_stored_state, writer.loaded.data),
-        )
-
-    def start(self) -> None:
-        """Hand the run to observers; fail it at once if it is past ``max_run_seconds``."""
-        run = self.run
-        self.invocation.ports.observer.on_run(run, self.heartbeat)
-        log.info("run %s hop %d: started (%s)", run.id, run.hop, self.invocation.where)
-        if run._past_run_deadline(run._timer.mono()):
-            self._fail(RunTimeExceeded(self._run_time_message()))
-
-    # -- writing progress -------------------------------------------------------------------
-
-    def _progress(self, status: Status, *, outcome: str | None, **changes: Any) -> Checkpoint:
-        """The next document: the last one written, with this hop's live progress."""
-        run = self.run
-        now = self.clock.wall_ms()
-        last = self.writer.loaded.checkpoint
-        hops = list(last.hops)
-        entry = _with(hops[self.hop_index], items=run.items_done())
-        if outcome is not None:
-            entry = _with(entry, ended_ms=now, outcome=outcome)
-        hops[self.hop_index] = entry
-        return last.replace(
-            status=status,
-            updated_ms=now,
-            state=run.state,
-            cursors={path: _cursor(c) for path, c in run.cursors().items()},
-            timing=run._timer.carry(),
-            hops=tuple(hops),
-            **changes,
-        )
-
-    def _write(self, what: str, checkpoint: Checkpoint) -> Loaded:
-        loaded = self.writer.write(what, checkpoint)
-        if self.writer.write_s is not None:
-            self.run._timer.note_write(self.writer.write_s)
-        return loaded
-
-    def _write_own(
-        self, what: str, status: Status, *, outcome: str | None = None, **changes: Any
-    ) -> None:
-        """A write by the claim holder: a lost condition means cancelled or superseded."""
-        with self.writer.lock:
-            checkpoint = self._progress(status, outcome=outcome, **changes)
-            try:
-                self._write(what, checkpoint)
-            except CheckpointConflict:
-                raise self._lost_claim() from None
-
-    def save_progress(self) -> None:
-        """A checkpoint during the hop (``run.checkpoint()`` and the periodic one)."""
-        self._write_own(
-            "checkpoint", Status.RUNNING, claim=self.invocation.claim(self.clock.wall_ms())
-        )
-
-    def heartbeat(self) -> bool:
-        """Renew a leased claim (Fargate) without touching progress; False if it was lost.
-
-        A store error propagates: the caller retries it (the lease is still ours)."""
-        if self.invocation.lease_s is None:
-            return True
-        with self.writer.lock:
-            stored = self.writer.stored()
-            if stored.status is not Status.RUNNING:
-                return True
-            renewed = stored.replace(claim=self.invocation.claim(self.clock.wall_ms()))
-            try:
-                self._write("heartbeat", renewed)
-            except CheckpointConflict:
-                return False
-            return True
-
-    def _lost_claim(self) -> Cancelled | Superseded:
-        """Why a write by the claim holder lost its condition."""
-        run = self.run
-        try:
-            current = self.writer.store.load(run.id)
-        except StoreError as exc:
-            log.warning("run %s hop %d: lost the claim; cannot tell why: %s", run.id, run.hop, exc)
-            return Superseded()
-        if current is not None and current.checkpoint.status is Status.CANCELLED:
-            log.warning("run %s hop %d: cancelled, stopping", run.id, run.hop)
-            return Cancelled()
-        log.warning("run %s hop %d: superseded by another invocation", run.id, run.hop)
-        return Superseded()
-
-    # -- endings ----------------------------------------------------------------------------
-
-    def ended_hop(self, signal: EndHop) -> Response:
-        """The handler stopped early (time short or ``run.end_hop()``): continue elsewhere."""
-        run = self.run
-        if run.final_cursors is None:
-            run._freeze_cursors()
-        next_hop = run.hop + 1
-        where = self.invocation.where
-        step = decide_next(
-            where=where,
-            next_hop=next_hop,
-            max_hops=self.settings.max_hops,
-            progress=run.items_done() > 0 or run.state_changed(),
-            past_run_deadline=signal.reason == "max_run_seconds"
-            or run._past_run_deadline(run._timer.mono()),
-            can_escalate=self.settings.escalate is not None,
-            can_reinvoke=bool(self.invocation.function),
-            stopping=bool(getattr(self.invocation.context, "stopping", False)),  # SIGTERM
-            reason=signal.reason,
-        )
-        if step.action is Act.FAIL:
-            error, terminal = self._guard_error(step.error or "")
-            self._fail(error, keep_progress=True, terminal=terminal)
-        if step.action is Act.ESCALATE:
-            return self._escalate(next_hop, step.reason)
-        self._write_own(
-            "continue", Status.CONTINUED, outcome=Status.CONTINUED.value, claim=None, next="lambda"
-        )
-        try:
-            self.invocation.send(run.id, next_hop)
-        except RecursionStopped as exc:
-            if self.settings.escalate is not None:
-                return self._escalate(next_hop, "recursive loop detection", after_continue=True)
-            self._fail(exc, cause=exc.__cause__)
-        except HandoffFailed as exc:
-            self._fail(exc, terminal=False, cause=exc.__cause__)
-        log.info(
-            "run %s hop %d: continued as hop %d after %d items",
-            run.id,
-            run.hop,
-            next_hop,
-            run.items_done(),
-        )
-        return answer(run.id, Answer.CONTINUED, run.hop, next="lambda")
-
-    def _guard_error(self, name: str) -> tuple[LongrunError, bool]:
-        """The error (and whether it is terminal) for a guard ``decide_next`` named."""
-        run = self.run
-        if name == "RunTimeExceeded":
-            return RunTimeExceeded(self._run_time_message()), True
-        if name == "NoProgressError":
-            return NoProgressError(
-                f"run {run.id} hop {run.hop} ended without finishing an item or changing state "
-                f"(remaining {run.remaining_ms()} ms, margin {run.margin_ms()} ms): another "
-                "hop would do the same. A single step needs more time than a hop offers: raise "
-                "the function timeout, lower LONGRUN_MARGIN_MS, split the step, or configure "
-                "escalation to Fargate (escalate=Fargate(...))."
-            ), True
-        if name == "EscalationFailed":
-            return EscalationFailed(
-                f"run {run.id} hop {run.hop} ran in Fargate and must continue in a "
-                "replacement task, but no Fargate target is configured in the "
-                "container (escalate=Fargate(...) or LONGRUN_FARGATE_* variables)."
-            ), False
-        if name == "HopBudgetExhausted":
-            return HopBudgetExhausted(
-                f"run {run.id} used its {self.settings.max_hops} re-invocations "
-                f"(max_hops / LONGRUN_MAX_HOPS) and is not finished. Its checkpoint is "
-                "kept: raise max_hops, or configure escalation to Fargate "
-                "(escalate=Fargate(...)) so that runs carry on in a container."
-            ), True
-        return _no_function(run.id), False
-
-    def _escalate(self, next_hop: int, reason: str, *, after_continue: bool = False) -> Response:
-        """Checkpoint as ``escalated`` and start the Fargate task that runs ``next_hop``."""
-        run = self.run
-        self._write_own(
-            "escalate",
-            Status.ESCALATED,
-            # After a "continued" write the hop's outcome is already recorded.
-            outcome=None if after_continue else Status.ESCALATED.value,
-            claim=None,
-            next="fargate",
-            escalation=Escalation(reason=reason, hop=next_hop),
-        )
-        try:
-            task_arn = self.invocation.start_task(self.writer, next_hop)
-        except EscalationFailed as exc:
-            self._fail(exc, terminal=False, cause=exc.__cause__)
-        log.info(
-            "run %s hop %d: escalated to Fargate as hop %d (%s): %s",
-            run.id,
-            run.hop,
-            next_hop,
-            reason,
-            task_arn,
-        )
-        return answer(run.id, Answer.CONTINUED, run.hop, next="fargate", task_arn=task_arn)
-
-    def returned(self, result: Any) -> Any:
-        """The handler finished: record the result, mark the run completed, return it."""
-        run = self.run
-        if is_plain_json(result):
-            stored, note = result, None
-        else:
-            stored, note = None, f"the result (a {type(result).__name__}) is not plain JSON"
-        try:
-            self._write_own(
-                "complete",
-                Status.COMPLETED,
-                outcome=Status.COMPLETED.value,
-                claim=None,
-                result=stored,
-                result_note=note,
-            )
-        except (Superseded, Cancelled) as signal:
-            return self.stopped(signal)
-        log.info("run %s completed at hop %d", run.id, run.hop)
-        return result
-
-    def stopped(self, signal: Superseded | Cancelled) -> Response:
-        """The claim was lost to a newer hop or to a cancel: answer without hopping."""
-        status = Answer.CANCELLED if isinstance(signal, Cancelled) else Answer.SUPERSEDED
-        return answer(self.run.id, status, self.run.hop)
-
-    def raised(self, exc: BaseException) -> None:
-        """User code raised: record the failure on top of the last checkpoint (not over it)."""
-        try:
-            self._record_failure(exc, terminal=False)
-        except Exception as store_exc:  # the original error matters more
-            log.error("run %s: could not record failure: %s", self.run.id, store_exc)
-
-    def _record_failure(
-        self, exc: BaseException, *, terminal: bool, progress: bool = False
-    ) -> None:
-        with self.writer.lock:
-            now = self.clock.wall_ms()
-            if progress:
-                error = _error(exc, terminal)
-                checkpoint = self._progress(
-                    Status.FAILED, outcome=Status.FAILED.value, claim=None, error=error
-                )
-            else:
-                # Start from what was last written, not the live state: a failed hop must not
-                # overwrite the stored checkpoint with progress it never saved.
-                checkpoint = _failed(self.writer.stored(), exc, terminal, now, self.hop_index)
-            self._write("fail", checkpoint)
-
-    def _fail(
-        self,
-        exc: LongrunError,
-        *,
-        keep_progress: bool = False,
-        terminal: bool = True,
-        cause: BaseException | None = None,
-    ) -> NoReturn:
-        """Record a guard's failure (with the hop's progress if asked) and raise it."""
-        log.error("run %s hop %d: %s", self.run.id, self.run.hop, exc)
-        try:
-            self._record_failure(exc, terminal=terminal, progress=keep_progress)
-        except CheckpointConflict:
-            raise self._lost_claim() from None
-        except Exception as store_exc:  # the guard's error matters more than the record
-            log.error("run %s: could not record failure: %s", self.run.id, store_exc)
-        else:
-            exc.recorded = True
-        raise exc from cause
-
-    def _run_time_message(self) -> str:
-        return (
-            f"run {self.run.id} has run longer than max_run_seconds="
-            f"{self.settings.max_run_seconds:g} (LONGRUN_MAX_RUN_SECONDS). Its checkpoint is "
-            "kept: raise the limit and resume it, or cancel it."
-        )
-
-
-def _with(entry: HopEntry, **changes: Any) -> HopEntry:
-    return HopEntry(**{**entry.to_json(), **changes})
-
-
-def _cursor(entry: dict[str, Any]) -> Cursor:
-    """A live loop position (from ``run.cursors()``) as the protocol stores it."""
-    return Cursor(
-        pos=entry["pos"],
-        done=entry["done"],
-        key=entry.get("key"),
-        has_key="key" in entry,
-        ordered=bool(entry.get("ordered", False)),
-    )
-
-
-def _error(exc: BaseException, terminal: bool) -> ErrorRecord:
-    return ErrorRecord(
-        type=type(exc).__name__,
-        message=str(exc),
-        terminal=terminal,
-        traceback=tuple(traceback.format_exception(exc)[-20:]),
-    )
-
-
-def _failed(
-    stored: Checkpoint, exc: BaseException, terminal: bool, now: int, index: int = -1
-) -> Checkpoint:
-    """``stored`` marked failed by ``exc``, its hop entry at ``index`` ended."""
-    hops = list(stored.hops)
-    if hops:
-        hops[index] = _with(hops[index], ended_ms=now, outcome=Status.FAILED.value)
-    return stored.replace(
-        status=Status.FAILED,
-        claim=None,
-        error=_error(exc, terminal),
-        updated_ms=now,
-        hops=tuple(hops),
-    )
-
-
-def _stored_state(data: bytes) -> Any:
-    """``state`` as a checkpoint's bytes hold it."""
-    return json.loads(data)["state"]
-
-
-def _no_function(run_id: str) -> HandoffFailed:
-    return HandoffFailed(
-        f"run {run_id} must continue in a new invocation, but the context has no "
-        "invoked_function_arn to re-invoke. Outside Lambda, run the handler through "
-        "the longrun_sim fixture or give it a context."
-    )
-
-
-def _error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str((response.get("Error") or {}).get("Code") or "")
-    return type(exc).__name__
