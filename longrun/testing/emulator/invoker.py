@@ -1,0 +1,254 @@
+"""Invoking: the Invoke API's requests queued and delivered, async failures retried, events
+that failed every retry sent to the function's on-failure destination."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any
+
+from ...errors import LongrunError
+from ..invoke_endpoint import InvokeEndpoint, InvokeRequest
+from .core import Core
+from .functions import Delivery, LocalFunction
+from .helpers import ACCOUNT, REGION, FunctionError, envelope_of, iso, now_ms
+from .invocation import InvocationRunner
+from .records import InvocationRecord
+
+
+class Invoker:
+    """Serves the Invoke API: queues ``Event`` invocations and delivers each one on a thread
+    of its own (retries, duplicates, the on-failure destination), and runs ``RequestResponse``
+    ones on the caller's request."""
+
+    def __init__(self, core: Core, runner: InvocationRunner) -> None:
+        self._core = core
+        self._runner = runner
+        self._queue: list[Delivery] = []
+        self._seq = itertools.count()
+        self._active_invocations = 0
+
+    def start(self) -> None:
+        """Start the Invoke API (on the core) and the loop that delivers queued events."""
+        self._core.invoke_endpoint = InvokeEndpoint(
+            on_event=self.on_event,
+            on_invoke=self.on_invoke,
+            functions=set(),
+            region=REGION,
+            account=ACCOUNT,
+        ).start()
+        self._core.spawn(self._dispatch_loop, "emulator-dispatch")
+
+    def idle(self) -> bool:
+        """Nothing queued and no invocation running (call with the lock held)."""
+        return not self._queue and self._active_invocations == 0
+
+    def invoke(
+        self,
+        function: LocalFunction | str,
+        event: Any,
+        *,
+        sync: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """Invoke ``function``: see :meth:`LocalLambda.invoke`."""
+        name = function.name if isinstance(function, LocalFunction) else function
+        payload = event if isinstance(event, bytes) else json.dumps(event).encode()
+        request = urllib.request.Request(
+            f"{self._core.endpoint.url}/2015-03-31/functions/{name}/invocations",
+            data=payload,
+            method="POST",
+            headers={
+                "X-Amz-Invocation-Type": "RequestResponse" if sync else "Event",
+                "Content-Type": "application/json",
+            },
+        )
+        wait = timeout or (self._core.functions[name].timeout_s + self._core.init_timeout_s + 30)
+        try:
+            with urllib.request.urlopen(request, timeout=wait) as reply:
+                body = reply.read()
+                request_id = reply.headers.get("x-amzn-RequestId", "")
+                function_error = reply.headers.get("X-Amz-Function-Error")
+        except urllib.error.HTTPError as exc:
+            code = exc.headers.get("x-amzn-ErrorType", str(exc.code))
+            detail = exc.read().decode("utf-8", "replace")
+            raise LongrunError(f"Invoke {name}: {code}: {detail}") from None
+        if not sync:
+            return request_id
+        document = json.loads(body) if body else None
+        if function_error:
+            raise FunctionError(document if isinstance(document, dict) else {})
+        return document
+
+    def on_event(self, request: InvokeRequest) -> None:
+        """An ``Event`` invocation the Invoke API accepted: queue it (and maybe a duplicate)."""
+        function = self._core.functions[request.function_name]
+        kind = "hop" if envelope_of(request.payload) is not None else "start"
+        self._enqueue(
+            Delivery(
+                time.monotonic(),
+                next(self._seq),
+                function.name,
+                request.payload,
+                request.request_id,
+                1,
+                kind,
+                kind,
+            )
+        )
+        with self._core.cond:
+            duplicate = (
+                function.duplicate_rate > 0 and self._core.rng.random() < function.duplicate_rate
+            )
+            delay = self._core.rng.uniform(0.0, function.duplicate_delay_s) if duplicate else 0.0
+        if duplicate:
+            self._enqueue(
+                Delivery(
+                    time.monotonic() + delay,
+                    next(self._seq),
+                    function.name,
+                    request.payload,
+                    request.request_id,
+                    1,
+                    "duplicate",
+                    "duplicate",
+                )
+            )
+
+    def on_invoke(self, request: InvokeRequest) -> Any:
+        """A ``RequestResponse`` invocation: run it now; its response, or its error raised."""
+        function = self._core.functions[request.function_name]
+        delivery = Delivery(
+            time.monotonic(),
+            next(self._seq),
+            function.name,
+            request.payload,
+            request.request_id,
+            1,
+            "sync",
+            "sync",
+        )
+        with self._core.cond:
+            self._active_invocations += 1
+            self._core.changed()
+        try:
+            record, invocation = self._runner.execute(delivery)
+        finally:
+            with self._core.cond:
+                self._active_invocations -= 1
+                self._core.changed()
+        if invocation is not None and invocation.outcome == "response":
+            return invocation.response or b"null"
+        raise _function_error(record)
+
+    def _enqueue(self, delivery: Delivery) -> None:
+        with self._core.cond:
+            heapq.heappush(self._queue, delivery)
+            self._core.changed()
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            with self._core.cond:
+                while True:
+                    if self._core.stopping:
+                        return
+                    now = time.monotonic()
+                    if self._queue and self._queue[0].not_before <= now:
+                        delivery = heapq.heappop(self._queue)
+                        self._active_invocations += 1
+                        self._core.changed()
+                        break
+                    wait = self._queue[0].not_before - now if self._queue else 1.0
+                    self._core.cond.wait(max(0.001, min(wait, 1.0)))
+            self._core.spawn(self._deliver, f"invoke-{delivery.request_id[:8]}", delivery)
+
+    def _deliver(self, delivery: Delivery) -> None:
+        try:
+            record, _ = self._runner.execute(delivery)
+            failed = record.outcome in ("error", "killed", "crashed")
+            function = self._core.functions[delivery.function]
+            if failed and not self._core.stopping:
+                if delivery.attempt <= function.retries:
+                    attempt = delivery.attempt + 1
+                    self._enqueue(
+                        Delivery(
+                            time.monotonic() + function.retry_delay(attempt),
+                            next(self._seq),
+                            delivery.function,
+                            delivery.payload,
+                            delivery.request_id,
+                            attempt,
+                            "retry",
+                            delivery.first_kind,
+                        )
+                    )
+                else:
+                    self._failed_event(function, delivery, record)
+        finally:
+            with self._core.cond:
+                self._active_invocations -= 1
+                self._core.changed()
+
+    def _failed_event(
+        self, function: LocalFunction, delivery: Delivery, record: InvocationRecord
+    ) -> None:
+        """Retries exhausted: a Lambda destination record for the on-failure target."""
+        try:
+            payload: Any = json.loads(delivery.payload) if delivery.payload else None
+        except ValueError:
+            payload = delivery.payload.decode("utf-8", "replace")
+        error = {
+            "errorType": record.error_type or "Runtime.Unknown",
+            "errorMessage": record.error_message or record.outcome,
+        }
+        destination = {
+            "version": "1.0",
+            "timestamp": iso(now_ms()),
+            "requestContext": {
+                "requestId": delivery.request_id,
+                "functionArn": f"{function.arn}:$LATEST",
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": delivery.attempt,
+            },
+            "requestPayload": payload,
+            "responseContext": {
+                "statusCode": 200,
+                "executedVersion": "$LATEST",
+                "functionError": "Unhandled",
+            },
+            "responsePayload": error,
+        }
+        target = function.on_failure
+        self._core.log(
+            f"emulator: {function.name} request {delivery.request_id} failed "
+            f"{delivery.attempt} time(s) ({error['errorType']}); "
+            + (f"on-failure destination {target}" if target else "dropped (no destination)")
+        )
+        if target is None or target not in self._core.functions:
+            with self._core.cond:
+                self._core.dead_letters.append(destination)
+            return
+        self._enqueue(
+            Delivery(
+                time.monotonic(),
+                next(self._seq),
+                target,
+                json.dumps(destination).encode(),
+                str(uuid.uuid4()),
+                1,
+                "safety-net",
+                "safety-net",
+            )
+        )
+
+
+def _function_error(record: InvocationRecord) -> Exception:
+    """An exception the Invoke endpoint turns into Lambda's function error document."""
+    kind = record.error_type or "Runtime.Unknown"
+    error_class: type[Exception] = type(kind, (Exception,), {})
+    return error_class(record.error_message or record.outcome)
