@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .clock import HopKilled, VirtualClock
     from .context import FakeContext
-    from .sim import Delivery, Faults, HopRecord, LambdaSim, Outcome, SimulatedCrash
+    from .delivery import AsyncDelivery, Delivery
+    from .sim import Faults, HopRecord, LambdaSim, Outcome, SimulatedCrash
 
 __all__ = [
+    "AsyncDelivery",
     "Delivery",
     "FakeContext",
     "Faults",
@@ -30,7 +32,8 @@ _WHERE = {
     "HopKilled": "clock",
     "VirtualClock": "clock",
     "FakeContext": "context",
-    "Delivery": "sim",
+    "AsyncDelivery": "delivery",
+    "Delivery": "delivery",
     "Faults": "sim",
     "HopRecord": "sim",
     "LambdaSim": "sim",

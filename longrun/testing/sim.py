@@ -31,6 +31,7 @@ from ..handoff.lambda_invoke import MAX_ASYNC_PAYLOAD
 from ..run import Run
 from .clock import HopKilled, VirtualClock
 from .context import FakeContext
+from .delivery import AsyncDelivery, Delivery
 
 __all__ = ["Delivery", "Faults", "HopRecord", "LambdaSim", "Outcome", "SimulatedCrash"]
 
@@ -73,21 +74,9 @@ class Faults:
 
     def duplicate_of(self, delivery: Delivery) -> Delivery:
         """The duplicate delivery of ``delivery``."""
-        request_id = (
-            delivery.request_id if self.duplicate_request_id == "same" else str(uuid.uuid4())
+        return AsyncDelivery.duplicate(
+            delivery, new_request_id=self.duplicate_request_id == "new"
         )
-        return Delivery(delivery.event, request_id, delivery.attempt, "duplicate")
-
-
-@dataclass
-class Delivery:
-    """One event queued for delivery."""
-
-    event: Any
-    request_id: str
-    attempt: int = 1
-    kind: str = "start"  # start | hop | retry | duplicate | fargate
-    not_before: float = 0.0
 
 
 @dataclass
@@ -259,8 +248,7 @@ class LambdaSim:
         self._run_id: str | None = None
         self._handler: Callable[..., Any] | None = None
         self._timeout_s = 900.0
-        self._retries = 2
-        self._retry_delays: tuple[float, ...] = (60.0, 120.0)
+        self._async = AsyncDelivery()
         self._function_name = "longrun-sim"
         self._thread = threading.get_ident()
 
@@ -294,8 +282,7 @@ class LambdaSim:
             raise ValueError(f"timeout_s={timeout_s!r} must be positive")
         self._handler = handler
         self._timeout_s = timeout_s
-        self._retries = retries
-        self._retry_delays = retry_delays_s
+        self._async = AsyncDelivery(retries=retries, retry_delays_s=retry_delays_s)
         self.faults = faults or Faults()
         self.settings = dict(settings or {})
         self.write_latency_s = write_latency_s
@@ -388,22 +375,12 @@ class LambdaSim:
         return result
 
     def _retry(self, delivery: Delivery) -> None:
-        if delivery.kind in ("duplicate", "fargate"):
-            return  # the original delivery carries the retries; ECS does not retry tasks
-        if delivery.attempt > self._retries:
+        """Lambda's answer to a failed delivery: a retry later, or a dead letter."""
+        retry = self._async.after_failure(delivery, self.clock.now)
+        if retry is not None:
+            self._queue.append(retry)
+        elif self._async.dead_letters(delivery):
             self._dead.append(delivery)
-            return
-        delays = self._retry_delays or (0.0,)
-        delay = delays[min(delivery.attempt - 1, len(delays) - 1)]
-        self._queue.append(
-            Delivery(
-                delivery.event,
-                delivery.request_id,
-                delivery.attempt + 1,
-                "retry",
-                not_before=self.clock.now + delay,
-            )
-        )
 
     @contextlib.contextmanager
     def _virtual_sleep(self) -> Iterator[None]:
