@@ -446,6 +446,53 @@ def test_handler_that_never_yields_is_killed_retried_then_escalated_by_the_safet
     )
 
 
+def test_hop_killed_early_is_left_to_its_lease_then_resumed_by_the_safety_net(
+    longrun_local: LocalLambda, journal_path: Path
+) -> None:
+    """A hop SIGKILLed long before its deadline (an out-of-memory kill) leaves a live claim.
+    Lambda's retries arrive while it is live (ClaimBusy, no user code), then the on-failure
+    record reaches the safety net, which must not take a live claim over either: it fails
+    and is retried, and only once the lease has expired does it resume the run in Fargate.
+    No item is lost and none is done twice beyond what the kill left unsaved."""
+    kills: list[InvocationRecord] = []
+
+    def kill_after(record: InvocationRecord) -> float | None:
+        if not kills and record.event_hop == 0 and record.attempt == 1:
+            kills.append(record)
+            return 0.4
+        return None
+
+    event = {"records": 200, "batch": 10, "work_s": 0.03}
+    report, run_id = run_job(
+        longrun_local,
+        event,
+        journal_path,
+        env={"LONGRUN_CHECKPOINT_EVERY_S": "0.1"},
+        timeout_s=4.0,
+        # Both Lambda retries come while the dead hop's 4 s lease is live; the safety net's
+        # own retries (same delays) outlast it.
+        retry_delays_s=(1.2, 1.2),
+        kill_after=kill_after,
+        wait=120,
+    )
+    run, redo = check_run(report, run_id, event, Journal(journal_path))
+    mine = report.of_run(run_id)
+    [killed] = [r for r in mine if r.outcome == "killed"]
+    assert killed.reason == "SIGKILL injected"
+    # The lease runs to at least 4 s after the killed attempt started (its deadline counts
+    # from when the runtime handed it the event, after the process start).
+    claim_deadline_ms = killed.started_ms + 4000
+    early = [r for r in mine if r is not killed and r.started_ms < claim_deadline_ms - 50]
+    # Nothing that came while the claim was live ran user code or took the run over: each
+    # was refused (ClaimBusy from Lambda's retries, a failed record from the safety net).
+    assert early, "no delivery met the live claim: the scenario did not happen"
+    for record in early:
+        assert record.error_type in ("ClaimBusy", "SafetyNetError"), record
+        assert not Journal(journal_path).of(record)
+    assert run.status == "completed"
+    assert redo.redone <= 0.1 / 0.03 * 10 + 20
+
+
 def test_duplicate_delivery_of_every_event(longrun_local: LocalLambda, journal_path: Path) -> None:
     longrun_local.rng.seed(11)
     event = {"records": 400, "batch": 10, "work_s": 0.06}

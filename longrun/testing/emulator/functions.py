@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...stores.base import CheckpointStore
+from ..delivery import AsyncDelivery
 from .helpers import ACCOUNT, LONGRUN_ROOT, REGION
 from .records import InvocationRecord
 
@@ -44,27 +45,12 @@ class LocalFunction:
     def arn(self) -> str:
         return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.name}"
 
-    def retry_delay(self, attempt: int) -> float:
-        """Delay before attempt ``attempt`` (2 = the first retry)."""
-        if not self.retry_delays_s:
-            return 0.0
-        return self.retry_delays_s[min(attempt - 2, len(self.retry_delays_s) - 1)]
+    @property
+    def delivery(self) -> AsyncDelivery:
+        """Lambda's async delivery of this function's events (shared with the simulator)."""
+        return AsyncDelivery(retries=self.retries, retry_delays_s=self.retry_delays_s)
 
 
 def search_path(function: LocalFunction) -> list[str]:
     """The function's ``PYTHONPATH``: its code directory, its extra paths, longrun's root."""
     return [str(function.code_dir), *function.pythonpath, str(LONGRUN_ROOT)]
-
-
-@dataclass(order=True)
-class Delivery:
-    """An event on its way to a function: queued by the Invoke API, run at ``not_before``."""
-
-    not_before: float
-    seq: int
-    function: str = field(compare=False)
-    payload: bytes = field(compare=False, repr=False)
-    request_id: str = field(compare=False)
-    attempt: int = field(compare=False, default=1)
-    kind: str = field(compare=False, default="start")
-    first_kind: str = field(compare=False, default="start")

@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from ..delivery import Delivery
 from ..runtime_api import RuntimeApi, RuntimeInvocation
 from .checkpoints import CheckpointReader
 from .core import Core
 from .environment import Environments
-from .functions import Delivery, LocalFunction
+from .functions import LocalFunction
 from .helpers import envelope_of, iso, killpg, now_ms, safety_net_run
 from .records import InvocationRecord
 
@@ -41,7 +42,7 @@ class InvocationRunner:
         """Run ``delivery`` in a new runtime process; returns its record (already recorded)
         and the Runtime API's side of the invocation."""
         function = self._core.functions[delivery.function]
-        envelope = envelope_of(delivery.payload)
+        envelope = envelope_of(delivery.event)
         record = InvocationRecord(
             index=next(self._core.index),
             kind=delivery.kind,
@@ -49,9 +50,9 @@ class InvocationRunner:
             where="lambda",
             request_id=delivery.request_id,
             attempt=delivery.attempt,
-            run_id=envelope[0] if envelope else safety_net_run(delivery.payload),
+            run_id=envelope[0] if envelope else safety_net_run(delivery.event),
             event_hop=envelope[1] if envelope else (0 if delivery.first_kind == "start" else None),
-            payload=delivery.payload,
+            payload=delivery.event,
         )
         record.hop = record.event_hop
         with RuntimeApi() as api:
@@ -82,7 +83,7 @@ class InvocationRunner:
             reader.start()
             invocation = api.assign(
                 delivery.request_id,
-                delivery.payload,
+                delivery.event,
                 function_arn=function.arn,
                 timeout_s=function.timeout_s,
             )

@@ -13,9 +13,10 @@ import uuid
 from typing import Any
 
 from ...errors import LongrunError
+from ..delivery import Delivery
 from ..invoke_endpoint import InvokeEndpoint, InvokeRequest
 from .core import Core
-from .functions import Delivery, LocalFunction
+from .functions import LocalFunction
 from .helpers import ACCOUNT, REGION, FunctionError, envelope_of, iso, now_ms
 from .invocation import InvocationRunner
 from .records import InvocationRecord
@@ -29,7 +30,7 @@ class Invoker:
     def __init__(self, core: Core, runner: InvocationRunner) -> None:
         self._core = core
         self._runner = runner
-        self._queue: list[Delivery] = []
+        self._queue: list[tuple[float, int, Delivery]] = []  # a heap: (not_before, seq, ...)
         self._seq = itertools.count()
         self._active_invocations = 0
 
@@ -89,49 +90,32 @@ class Invoker:
         """An ``Event`` invocation the Invoke API accepted: queue it (and maybe a duplicate)."""
         function = self._core.functions[request.function_name]
         kind = "hop" if envelope_of(request.payload) is not None else "start"
-        self._enqueue(
-            Delivery(
-                time.monotonic(),
-                next(self._seq),
-                function.name,
-                request.payload,
-                request.request_id,
-                1,
-                kind,
-                kind,
-            )
+        delivery = Delivery(
+            request.payload,
+            request.request_id,
+            kind=kind,
+            not_before=time.monotonic(),
+            function=function.name,
         )
+        self._enqueue(delivery)
         with self._core.cond:
             duplicate = (
                 function.duplicate_rate > 0 and self._core.rng.random() < function.duplicate_rate
             )
             delay = self._core.rng.uniform(0.0, function.duplicate_delay_s) if duplicate else 0.0
         if duplicate:
-            self._enqueue(
-                Delivery(
-                    time.monotonic() + delay,
-                    next(self._seq),
-                    function.name,
-                    request.payload,
-                    request.request_id,
-                    1,
-                    "duplicate",
-                    "duplicate",
-                )
-            )
+            again = function.delivery.duplicate(delivery, not_before=time.monotonic() + delay)
+            self._enqueue(again)
 
     def on_invoke(self, request: InvokeRequest) -> Any:
         """A ``RequestResponse`` invocation: run it now; its response, or its error raised."""
         function = self._core.functions[request.function_name]
         delivery = Delivery(
-            time.monotonic(),
-            next(self._seq),
-            function.name,
             request.payload,
             request.request_id,
-            1,
-            "sync",
-            "sync",
+            kind="sync",
+            not_before=time.monotonic(),
+            function=function.name,
         )
         with self._core.cond:
             self._active_invocations += 1
@@ -148,7 +132,7 @@ class Invoker:
 
     def _enqueue(self, delivery: Delivery) -> None:
         with self._core.cond:
-            heapq.heappush(self._queue, delivery)
+            heapq.heappush(self._queue, (delivery.not_before, next(self._seq), delivery))
             self._core.changed()
 
     def _dispatch_loop(self) -> None:
@@ -158,12 +142,12 @@ class Invoker:
                     if self._core.stopping:
                         return
                     now = time.monotonic()
-                    if self._queue and self._queue[0].not_before <= now:
-                        delivery = heapq.heappop(self._queue)
+                    if self._queue and self._queue[0][0] <= now:
+                        _, _, delivery = heapq.heappop(self._queue)
                         self._active_invocations += 1
                         self._core.changed()
                         break
-                    wait = self._queue[0].not_before - now if self._queue else 1.0
+                    wait = self._queue[0][0] - now if self._queue else 1.0
                     self._core.cond.wait(max(0.001, min(wait, 1.0)))
             self._core.spawn(self._deliver, f"invoke-{delivery.request_id[:8]}", delivery)
 
@@ -173,21 +157,10 @@ class Invoker:
             failed = record.outcome in ("error", "killed", "crashed")
             function = self._core.functions[delivery.function]
             if failed and not self._core.stopping:
-                if delivery.attempt <= function.retries:
-                    attempt = delivery.attempt + 1
-                    self._enqueue(
-                        Delivery(
-                            time.monotonic() + function.retry_delay(attempt),
-                            next(self._seq),
-                            delivery.function,
-                            delivery.payload,
-                            delivery.request_id,
-                            attempt,
-                            "retry",
-                            delivery.first_kind,
-                        )
-                    )
-                else:
+                retry = function.delivery.after_failure(delivery, time.monotonic())
+                if retry is not None:
+                    self._enqueue(retry)
+                elif function.delivery.dead_letters(delivery):
                     self._failed_event(function, delivery, record)
         finally:
             with self._core.cond:
@@ -199,30 +172,18 @@ class Invoker:
     ) -> None:
         """Retries exhausted: a Lambda destination record for the on-failure target."""
         try:
-            payload: Any = json.loads(delivery.payload) if delivery.payload else None
+            payload: Any = json.loads(delivery.event) if delivery.event else None
         except ValueError:
-            payload = delivery.payload.decode("utf-8", "replace")
-        error = {
-            "errorType": record.error_type or "Runtime.Unknown",
-            "errorMessage": record.error_message or record.outcome,
-        }
-        destination = {
-            "version": "1.0",
-            "timestamp": iso(now_ms()),
-            "requestContext": {
-                "requestId": delivery.request_id,
-                "functionArn": f"{function.arn}:$LATEST",
-                "condition": "RetriesExhausted",
-                "approximateInvokeCount": delivery.attempt,
-            },
-            "requestPayload": payload,
-            "responseContext": {
-                "statusCode": 200,
-                "executedVersion": "$LATEST",
-                "functionError": "Unhandled",
-            },
-            "responsePayload": error,
-        }
+            payload = delivery.event.decode("utf-8", "replace")
+        destination = function.delivery.destination_record(
+            delivery,
+            function_arn=function.arn,
+            payload=payload,
+            error_type=record.error_type or "Runtime.Unknown",
+            error_message=record.error_message or record.outcome,
+            timestamp=iso(now_ms()),
+        )
+        error = destination["responsePayload"]
         target = function.on_failure
         self._core.log(
             f"emulator: {function.name} request {delivery.request_id} failed "
@@ -235,14 +196,11 @@ class Invoker:
             return
         self._enqueue(
             Delivery(
-                time.monotonic(),
-                next(self._seq),
-                target,
                 json.dumps(destination).encode(),
                 str(uuid.uuid4()),
-                1,
-                "safety-net",
-                "safety-net",
+                kind="safety-net",
+                not_before=time.monotonic(),
+                function=target,
             )
         )
 
