@@ -108,7 +108,7 @@ def resume_in_fargate(
     with contextlib.suppress(CheckpointConflict):  # lost only if the task claimed it already
         store.replace(stored, loaded.token)
     log.info("run %s: resumed in Fargate as hop %d: %s (%s)", run_id, hop, task_arn, reason)
-    return Resumed(run_id, "escalated", reason, hop=hop, task_arn=task_arn)
+    return Resumed(run_id, Status.ESCALATED.value, reason, hop=hop, task_arn=task_arn)
 
 
 def resume_in_lambda(

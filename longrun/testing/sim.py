@@ -28,6 +28,7 @@ from .. import ports
 from ..checkpoint import make_envelope
 from ..errors import StoreError
 from ..handoff.lambda_invoke import MAX_ASYNC_PAYLOAD
+from ..protocol import Status
 from ..run import Run
 from .clock import HopKilled, VirtualClock
 from .context import FakeContext
@@ -359,7 +360,7 @@ class LambdaSim:
             status = None
             if isinstance(response, dict) and isinstance(response.get("longrun"), dict):
                 status = response["longrun"].get("status")
-            record.outcome = status or "completed"
+            record.outcome = status or Status.COMPLETED.value
         finally:
             clock.deadline = saved_deadline
             record.ended_s = clock.now
@@ -408,11 +409,11 @@ class LambdaSim:
     def _outcome(self) -> Outcome:
         document = self._checkpoints[-1] if self._checkpoints else None
         status = None if document is None else document.get("status")
-        if document is None and self._records and self._records[-1].outcome == "completed":
-            status = "completed"  # LONGRUN_DISABLED: no checkpoints, a plain return
+        if document is None and self._records and self._records[-1].outcome == Status.COMPLETED:
+            status = Status.COMPLETED.value  # LONGRUN_DISABLED: no checkpoints, a plain return
         result: Any = None
-        if status == "completed":
-            completing = [r for r in self._records if r.outcome == "completed"]
+        if status == Status.COMPLETED:
+            completing = [r for r in self._records if r.outcome == Status.COMPLETED]
             if completing:
                 result = completing[-1].response
             elif document is not None:

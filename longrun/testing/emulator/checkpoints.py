@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...protocol import Status
 from ...stores.base import Loaded
 from .core import Core
 from .functions import LocalFunction
@@ -68,7 +69,7 @@ class CheckpointReader:
         record.items = int(entry.get("items") or 0)
         ended = entry.get("ended_ms")
         if (
-            entry.get("outcome") in ("continued", "escalated")
+            entry.get("outcome") in (Status.CONTINUED, Status.ESCALATED)
             and isinstance(ended, int)
             and record.answered_ms is not None
         ):

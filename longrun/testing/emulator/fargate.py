@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from ...protocol import Answer, Status
 from ..ecs_launcher import EcsLauncher, TaskProcess, TaskSpec, base_environment
 from .checkpoints import CheckpointReader
 from .core import Core
@@ -214,10 +215,10 @@ class FargateInMoto:
         elif summary.get("longrun_runner") == "done":
             status = (summary.get("longrun") or {}).get("status")
             if status is None:
-                record.outcome, record.response = "completed", summary.get("result")
+                record.outcome, record.response = Status.COMPLETED.value, summary.get("result")
             else:
                 record.outcome, record.response = str(status), summary.get("longrun")
-                if status == "continued":
+                if status == Answer.CONTINUED:
                     record.reason = "replacement task" + (
                         " after SIGTERM" if summary.get("stopping") else ""
                     )

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from ...protocol import Answer, Status
 from ..delivery import Delivery
 from ..runtime_api import RuntimeApi, RuntimeInvocation
 from .checkpoints import CheckpointReader
@@ -240,18 +241,19 @@ def _response_outcome(response: Any) -> tuple[str, str | None]:
             status = str(body.get("status"))
             if body.get("existing"):
                 return "existing", f"run is {status}"
-            if status == "continued":
+            if status == Answer.CONTINUED:
                 nxt = body.get("next")
                 reason = "resent" if body.get("resent") else None
-                return ("escalated" if nxt == "fargate" else "continued"), reason
-            if status == "duplicate":
-                return "duplicate", body.get("reason")
+                outcome = Status.ESCALATED if nxt == "fargate" else Status.CONTINUED
+                return outcome.value, reason
+            if status == Answer.DUPLICATE:
+                return Answer.DUPLICATE.value, body.get("reason")
             return status, None
     if isinstance(response, dict) and isinstance(response.get("results"), list):
         actions = [str(r.get("action")) for r in response["results"] if isinstance(r, dict)]
         if actions:  # the safety net's answer
             return ",".join(actions), None
-    return "completed", None
+    return Status.COMPLETED.value, None
 
 
 def _max_rss_mb(pid: int) -> int:

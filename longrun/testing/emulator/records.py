@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...protocol import Status
+
 
 @dataclass
 class InvocationRecord:
@@ -271,7 +273,8 @@ def handoffs(run_id: str, hops: Sequence[Mapping[str, Any]]) -> list[Handoff]:
     """The hand-offs of a run, from its checkpoint's hop entries (see :class:`Handoff`)."""
     found: list[Handoff] = []
     for index, entry in enumerate(hops):
-        if entry.get("outcome") not in ("continued", "escalated") or entry.get("ended_ms") is None:
+        handed_off = entry.get("outcome") in (Status.CONTINUED, Status.ESCALATED)
+        if not handed_off or entry.get("ended_ms") is None:
             continue
         nxt = next((h for h in hops[index + 1 :] if h.get("hop") == entry.get("hop", -2) + 1), None)
         if nxt is None or nxt.get("started_ms") is None:

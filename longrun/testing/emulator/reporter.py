@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from ...protocol import Answer
 from .core import Core
 from .fargate import FargateInMoto
 from .functions import LocalFunction
@@ -80,7 +81,8 @@ class Reporter:
         refused = sum(
             1
             for r in mine
-            if r.outcome == "duplicate" or (r.outcome == "error" and r.error_type == "ClaimBusy")
+            if r.outcome == Answer.DUPLICATE
+            or (r.outcome == "error" and r.error_type == "ClaimBusy")
         )
         return RunSummary(
             run_id=run_id,
