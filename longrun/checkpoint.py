@@ -199,5 +199,6 @@ def encode_document(document: Mapping[str, Any]) -> bytes:
     raise StateNotSerializable(
         f"cannot checkpoint {where}: {why}. Keep run.state to dicts, lists, strings, "
         "numbers, booleans and None (convert datetimes, sets, Decimals first). The last "
-        "good checkpoint is kept."
+        "good checkpoint is kept.",
+        path=found[0] if found else None,
     )

@@ -80,7 +80,14 @@ class CheckpointFormatError(CheckpointCorrupt):
 
 
 class StateNotSerializable(LongrunError, TypeError):
-    """``run.state`` (or an iterate key) holds a value that cannot be saved as plain JSON."""
+    """``run.state`` (or an iterate key) holds a value that cannot be saved as plain JSON.
+
+    ``path`` names the value (``run.state['rows'][3]``) when it is known.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class CursorKeyMissing(LongrunError, LookupError):

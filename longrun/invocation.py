@@ -18,11 +18,13 @@ from .config import Settings
 from .errors import (
     TERMINAL_ERRORS,
     CheckpointConflict,
+    CheckpointCorrupt,
     ClaimBusy,
     EnvelopeError,
     LongrunError,
     RecursionStopped,
     RunNotFound,
+    StateNotSerializable,
 )
 from .hop import Caller, ClaimedHop, Response, Writer, failed
 from .protocol import (
@@ -171,6 +173,16 @@ class Invocation(Caller):
             writer.write("claim", claimed)
         except CheckpointConflict:
             return self._duplicate(run_id, hop, "another invocation claimed it first")
+        except StateNotSerializable as exc:
+            # Nothing but the stored document is in the claim yet: it holds a value plain
+            # JSON cannot hold (a number that overflows to infinity). Nothing was written.
+            field = (exc.path or "(json)").removeprefix("run.")
+            raise CheckpointCorrupt(
+                f"checkpoint {self.store.describe(self.store.key(run_id))} is not a valid "
+                f"longrun checkpoint: {field}: {exc} Inspect or delete it; nothing was "
+                "overwritten and no user code ran.",
+                field=field,
+            ) from None
         return ClaimedHop(self, writer, hop_index=len(claimed.hops) - 1)
 
     def _duplicate(self, run_id: str, hop: int, reason: str) -> Response:
