@@ -90,7 +90,6 @@ class Writer:
 class Caller:
     """The invocation a hop runs in: who it is, until when, and how it hands the run on."""
 
-
     def __init__(
         self,
         settings: Settings,
@@ -133,7 +132,6 @@ class Caller:
 
     def hop_entry(self, hop: int, attempt: int, now: int) -> HopEntry:
         return HopEntry(hop, attempt, self.where, self.request_id, started_ms=now)
-
 
     def send(self, run_id: str, hop: int) -> None:
         """Invoke this function asynchronously with the envelope of ``hop``."""
@@ -182,16 +180,16 @@ class Caller:
 class ClaimedHop:
     """A hop that holds the run's claim: it runs user code and ends the hop."""
 
-    def __init__(self, invocation: Caller, writer: Writer, *, hop_index: int) -> None:
-        self.invocation = invocation
-        self.settings = invocation.settings
-        self.clock, self.transport = invocation.clock, invocation.transport
+    def __init__(self, caller: Caller, writer: Writer, *, hop_index: int) -> None:
+        self.caller = caller
+        self.settings = caller.settings
+        self.clock, self.transport = caller.clock, caller.transport
         self.writer = writer
         self.hop_index = hop_index
         checkpoint = writer.loaded.checkpoint
         settings = self.settings
         timer = Timer(
-            invocation.context,
+            caller.context,
             self.clock.mono,
             fixed_margin_ms=settings.margin_ms,
             min_margin_ms=settings.min_margin_ms,
@@ -215,7 +213,7 @@ class ClaimedHop:
             save=self.save_progress,
             checkpoint_every_s=settings.checkpoint_every_s,
             run_deadline_mono=run_deadline,
-            where=invocation.where,
+            where=caller.where,
             initial_state=functools.partial(_stored_state, writer.loaded.data),
         )
 
@@ -252,8 +250,8 @@ class ClaimedHop:
     def start(self) -> None:
         """Hand the run to observers; fail it at once if it is past ``max_run_seconds``."""
         run = self.run
-        self.invocation.ports.observer.on_run(run, self.heartbeat)
-        log.info("run %s hop %d: started (%s)", run.id, run.hop, self.invocation.where)
+        self.caller.ports.observer.on_run(run, self.heartbeat)
+        log.info("run %s hop %d: started (%s)", run.id, run.hop, self.caller.where)
         if run._past_run_deadline(run._timer.mono()):
             self._fail(RunTimeExceeded(self._run_time_message()))
 
@@ -299,20 +297,20 @@ class ClaimedHop:
     def save_progress(self) -> None:
         """A checkpoint during the hop (``run.checkpoint()`` and the periodic one)."""
         self._write_own(
-            "checkpoint", Status.RUNNING, claim=self.invocation.claim(self.clock.wall_ms())
+            "checkpoint", Status.RUNNING, claim=self.caller.claim(self.clock.wall_ms())
         )
 
     def heartbeat(self) -> bool:
         """Renew a leased claim (Fargate) without touching progress; False if it was lost.
 
         A store error propagates: the caller retries it (the lease is still ours)."""
-        if self.invocation.lease_s is None:
+        if self.caller.lease_s is None:
             return True
         with self.writer.lock:
             stored = self.writer.stored()
             if stored.status is not Status.RUNNING:
                 return True
-            renewed = stored.replace(claim=self.invocation.claim(self.clock.wall_ms()))
+            renewed = stored.replace(claim=self.caller.claim(self.clock.wall_ms()))
             try:
                 self._write("heartbeat", renewed)
             except CheckpointConflict:
@@ -341,7 +339,7 @@ class ClaimedHop:
         if run.final_cursors is None:
             run._freeze_cursors()
         next_hop = run.hop + 1
-        where = self.invocation.where
+        where = self.caller.where
         step = decide_next(
             where=where,
             next_hop=next_hop,
@@ -350,8 +348,8 @@ class ClaimedHop:
             past_run_deadline=signal.reason == "max_run_seconds"
             or run._past_run_deadline(run._timer.mono()),
             can_escalate=self.settings.escalate is not None,
-            can_reinvoke=bool(self.invocation.function),
-            stopping=bool(getattr(self.invocation.context, "stopping", False)),  # SIGTERM
+            can_reinvoke=bool(self.caller.function),
+            stopping=bool(getattr(self.caller.context, "stopping", False)),  # SIGTERM
             reason=signal.reason,
         )
         if step.action is Act.FAIL:
@@ -363,7 +361,7 @@ class ClaimedHop:
             "continue", Status.CONTINUED, outcome=Status.CONTINUED.value, claim=None, next="lambda"
         )
         try:
-            self.invocation.send(run.id, next_hop)
+            self.caller.send(run.id, next_hop)
         except RecursionStopped as exc:
             if self.settings.escalate is not None:
                 return self._escalate(next_hop, "recursive loop detection", after_continue=True)
@@ -420,7 +418,7 @@ class ClaimedHop:
             escalation=Escalation(reason=reason, hop=next_hop),
         )
         try:
-            task_arn = self.invocation.start_task(self.writer, next_hop)
+            task_arn = self.caller.start_task(self.writer, next_hop)
         except EscalationFailed as exc:
             self._fail(exc, terminal=False, cause=exc.__cause__)
         log.info(
