@@ -161,8 +161,9 @@ class Caller:
     def start_task(self, writer: Writer, hop: int) -> str:
         """RunTask for ``hop``, then record its ARN (a lost race there is harmless)."""
         escalate = self.settings.escalate
-        assert escalate is not None  # callers check
         run_id = writer.loaded.checkpoint.run_id
+        if escalate is None:  # callers check first; kept for the type checker and for safety
+            raise EscalationFailed(f"run {run_id}: no Fargate target is configured")
         task_arn = self.transport.start_task(escalate, run_id, hop)
         with writer.lock:
             stored = writer.stored()

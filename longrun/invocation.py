@@ -154,9 +154,8 @@ class Invocation(Caller):
         if action is Act.RESTART_TASK:
             return self._restart_task(loaded, hop)
         if action is Act.TERMINAL:
-            error = checkpoint.error
-            assert error is not None  # decide_claim said so
-            raise TERMINAL_ERRORS.get(error.type, LongrunError)(error.message)
+            kind = checkpoint.error.type if checkpoint.error else ""
+            raise TERMINAL_ERRORS.get(kind, LongrunError)(decision.reason)
         if decision.takeover:
             log.warning("run %s hop %d: %s", run_id, hop, decision.reason)
         claimed = checkpoint.replace(

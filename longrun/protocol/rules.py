@@ -99,8 +99,7 @@ def decide_claim(
     retry = last is not None and last.request_id == request_id
     if status is Status.RUNNING:
         claim = checkpoint.claim
-        if claim_live(claim, now_ms):
-            assert claim is not None
+        if claim is not None and claim_live(claim, now_ms):
             if claim.request_id == request_id:
                 why = f"claimed by this same request id until {claim.deadline_ms}"
                 return ClaimDecision(Act.BUSY, why)
@@ -182,8 +181,7 @@ def why_not_resumable(checkpoint: Checkpoint, now_ms: int) -> str | None:
     if status.settled:
         return f"the run is {status}"
     claim = checkpoint.claim
-    if holds_live_claim(checkpoint, now_ms):
-        assert claim is not None
+    if claim is not None and holds_live_claim(checkpoint, now_ms):
         until = "" if claim.deadline_ms is None else f" until {claim.deadline_ms} (epoch ms)"
         return f"hop {checkpoint.hop} is running under request {claim.request_id}{until}"
     escalation = checkpoint.escalation
