@@ -372,6 +372,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     else:
         summary["result"] = result if _jsonable(result) else repr(result)
     summary["stopping"] = context.stopping
+    if keeper.lease_lost.is_set():  # another invocation took the run over, or a cancel
+        summary["lease_lost"] = True
     print(json.dumps(summary, default=str), flush=True)
     return 0
 
