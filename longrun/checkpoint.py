@@ -21,6 +21,7 @@ from .errors import (
     EnvelopeError,
     InvalidRunId,
     StateNotSerializable,
+    shown,
 )
 
 __all__ = [
@@ -46,7 +47,7 @@ def validate_run_id(run_id: object, *, source: str = "run_id") -> str:
     """Return ``run_id`` if it is safe to use in a key or path, else raise InvalidRunId."""
     if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
         raise InvalidRunId(
-            f"{source}={run_id!r} is not a valid run id: use 1-128 characters from "
+            f"{source}={shown(run_id)} is not a valid run id: use 1-128 characters from "
             "[A-Za-z0-9._-], starting with a letter or digit."
         )
     return run_id
@@ -70,7 +71,7 @@ def parse_envelope(event: object) -> Envelope | None:
     if not isinstance(event, dict) or ENVELOPE_KEY not in event:
         return None
     body = event[ENVELOPE_KEY]
-    shown = _short(event)
+    event_text = shown(event)
     if len(event) != 1 or not isinstance(body, dict):
         others = sorted((k for k in event if k != ENVELOPE_KEY), key=repr)
         what = (
@@ -79,7 +80,7 @@ def parse_envelope(event: object) -> Envelope | None:
             else f"its {ENVELOPE_KEY!r} value is a {type(body).__name__}, not an object"
         )
         raise EnvelopeError(
-            f"event {shown} has a top-level {ENVELOPE_KEY!r} key but is not a longrun "
+            f"event {event_text} has a top-level {ENVELOPE_KEY!r} key but is not a longrun "
             f'envelope ({what}; expected {{"{ENVELOPE_KEY}": {{"v": 1, "run_id": ..., '
             f'"hop": N}}}} and nothing else). The {ENVELOPE_KEY!r} key is reserved: rename it '
             "in your event."
@@ -87,25 +88,25 @@ def parse_envelope(event: object) -> Envelope | None:
     version = body.get("v")
     if isinstance(version, int) and not isinstance(version, bool) and version > ENVELOPE_VERSION:
         raise EnvelopeError(
-            f"envelope {shown} has version v={version}, newer than this longrun understands "
+            f"envelope {event_text} has version v={version}, newer than this longrun understands "
             f"(v={ENVELOPE_VERSION}): deploy the same longrun version to every function of the run."
         )
     problems: list[str] = []
     if "v" not in body:
         problems.append("v is missing")
     elif type(version) is not int or version != ENVELOPE_VERSION:  # not True, not 1.0
-        problems.append(f"v={version!r} is not {ENVELOPE_VERSION}")
+        problems.append(f"v={shown(version, 60)} is not {ENVELOPE_VERSION}")
     hop: Any = body.get("hop")
     if "hop" not in body:
         problems.append("hop is missing")
     elif not isinstance(hop, int) or isinstance(hop, bool) or hop < 0:
-        problems.append(f"hop={hop!r} is not a whole number >= 0")
+        problems.append(f"hop={shown(hop, 60)} is not a whole number >= 0")
     extra = set(body) - {"v", "run_id", "hop"}
     if extra:
         problems.append(f"unexpected keys {sorted(extra, key=repr)}")
     if problems:
         raise EnvelopeError(
-            f"malformed longrun envelope {shown} ({'; '.join(problems)}): expected exactly "
+            f"malformed longrun envelope {event_text} ({'; '.join(problems)}): expected exactly "
             f'{{"v": {ENVELOPE_VERSION}, "run_id": "<id>", "hop": <int >= 0>}}. '
             "It was not produced by longrun; do not hand-craft continuation events."
         )
@@ -113,36 +114,67 @@ def parse_envelope(event: object) -> Envelope | None:
     return Envelope(run_id=run_id, hop=hop)
 
 
-def _short(value: object, limit: int = 200) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
+MAX_DEPTH = 500
+"""Deepest nesting longrun writes (JSON encoders and decoders recurse: far below the limit)."""
+
+_EXIT = object()
+
+
+def _key_path(path: str, key: Any) -> str:
+    return f"{path}[{shown(key, 60)}]"
 
 
 def _find_unserializable(value: Any, path: str) -> tuple[str, str] | None:
-    """The path and reason of the first value plain JSON cannot round-trip."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else (path, f"the float {value!r} is not valid JSON")
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                return (
-                    f"{path}[{k!r}]",
-                    f"the key {k!r} is a {type(k).__name__}; JSON keys are strings and it "
-                    "would come back as a different key",
+    """The path and reason of the first value plain JSON cannot round-trip.
+
+    One iterative pass, in bounded time and stack: it finds cycles (a container that holds
+    itself), nesting deeper than :data:`MAX_DEPTH`, ints too long for Python's JSON, non-finite
+    floats, keys that are not strings and values of other types.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    on_path: set[int] = set()
+    while stack:
+        node, where, depth = stack.pop()
+        if node is _EXIT:
+            on_path.discard(depth)
+            continue
+        if node is None or isinstance(node, (str, bool)):
+            continue
+        if isinstance(node, int):
+            try:
+                str(node)
+            except ValueError:
+                return where, (
+                    f"an int of about {int(node.bit_length() * 0.30103):,} digits is longer "
+                    "than Python's JSON accepts (sys.set_int_max_str_digits); store it as a "
+                    "string"
                 )
-            found = _find_unserializable(v, f"{path}[{k!r}]")
-            if found:
-                return found
-        return None
-    if isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            found = _find_unserializable(v, f"{path}[{i}]")
-            if found:
-                return found
-        return None
-    return (path, f"a {type(value).__qualname__} is not JSON-serialisable")
+            continue
+        if isinstance(node, float):
+            if math.isfinite(node):
+                continue
+            return where, f"the float {node!r} is not valid JSON"
+        if not isinstance(node, (Mapping, list, tuple)):
+            return where, f"a {type(node).__qualname__} is not JSON-serialisable"
+        if id(node) in on_path:
+            return where, "it contains itself (a cycle): JSON cannot hold it"
+        if depth >= MAX_DEPTH:
+            return where, f"it nests deeper than {MAX_DEPTH} levels"
+        on_path.add(id(node))
+        stack.append((_EXIT, where, id(node)))  # popped after the children: leaves the path
+        children: list[tuple[Any, str, int]] = []
+        if isinstance(node, Mapping):
+            for k, v in node.items():
+                if not isinstance(k, str):
+                    return _key_path(where, k), (
+                        f"the key {shown(k, 60)} is a {type(k).__name__}; JSON keys are "
+                        "strings and it would come back as a different key"
+                    )
+                children.append((v, _key_path(where, k), depth + 1))
+        else:
+            children = [(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(node)]
+        stack.extend(reversed(children))
+    return None
 
 
 _USER_PARTS = ("state", "cursors", "event", "result")
@@ -177,22 +209,24 @@ def is_plain_json(value: Any) -> bool:
 
 def encode_document(document: Mapping[str, Any]) -> bytes:
     """Serialise a checkpoint document; StateNotSerializable names the offending value."""
+    try:
+        # ensure_ascii: the C encoder's fastest path; non-ASCII text is \u-escaped. It
+        # refuses cycles, NaN and too-long ints itself, and a depth past its recursion limit.
+        data: str | None = json.dumps(document, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        data = None
     # json.dumps silently turns non-string keys (1, None, True, 1.5) into strings, so the
-    # state would come back changed: look for them first (keys only; dumps checks values).
-    suspect = any(
+    # state would come back changed: look for them (dumps succeeded: no cycle to walk into).
+    if data is not None and not any(
         isinstance(document.get(part), (dict, list, tuple)) and _has_non_str_key(document[part])
         for part in _USER_PARTS
-    )
-    if not suspect:
-        try:
-            # ensure_ascii: the C encoder's fastest path; non-ASCII text is \u-escaped.
-            return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("ascii")
-        except (TypeError, ValueError):
-            pass
+    ):
+        return data.encode("ascii")
     found = None
-    for part in _USER_PARTS:
+    for part in (*_USER_PARTS, *(k for k in document if k not in _USER_PARTS)):
         if part in document:
-            found = _find_unserializable(document[part], "run." + part)
+            prefix = "run." + part if part in _USER_PARTS else "checkpoint." + part
+            found = _find_unserializable(document[part], prefix)
             if found:
                 break
     where, why = found or ("the checkpoint", "it is not JSON-serialisable")

@@ -28,6 +28,14 @@ __all__ = [
 ]
 
 
+def shown(value: object, limit: int = 200) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, for messages that quote user data."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
 class LongrunError(Exception):
     """Root of every error raised by longrun."""
 

@@ -32,7 +32,9 @@ from .errors import (
     NoProgressError,
     RecursionStopped,
     RunTimeExceeded,
+    StateNotSerializable,
     StoreError,
+    shown,
 )
 from .ports import Ports, active
 from .protocol import (
@@ -207,7 +209,9 @@ class ClaimedHop:
         self.run = Run(
             run_id=checkpoint.run_id,
             hop=checkpoint.hop,
-            event=checkpoint.event,
+            # The handler gets its own copy: what it does to it never reaches the stored
+            # event, which every hop reads again.
+            event=json.loads(json.dumps(checkpoint.event)),
             state=checkpoint.state,
             cursors={path: c.to_json() for path, c in checkpoint.cursors.items()},
             timer=timer,
@@ -231,7 +235,23 @@ class ClaimedHop:
         raise exc
 
     def finished(self, result: Any) -> Any:
-        """The handler returned ``result``."""
+        """The handler returned ``result``.
+
+        A handler that caught longrun's signal to end its hop (a bare ``except:`` or an
+        ``except BaseException:``) and returned anyway has not finished the run: its hop
+        ends as the signal said (continued, superseded or cancelled), never ``completed``.
+        """
+        signal = self.run.signal
+        if signal is not None:
+            log.warning(
+                "run %s hop %d: the handler returned after catching longrun's %s signal; "
+                "ending the hop as it said, not completing the run (do not catch "
+                "BaseException around run.iterate)",
+                self.run.id,
+                self.run.hop,
+                type(signal).__name__,
+            )
+            return self.ended(signal)
         return self._ending(self.returned, result)
 
     def _ending(self, step: Callable[[Any], Any], arg: Any) -> Any:
@@ -261,6 +281,13 @@ class ClaimedHop:
     def _progress(self, status: Status, *, outcome: str | None, **changes: Any) -> Checkpoint:
         """The next document: the last one written, with this hop's live progress."""
         run = self.run
+        if not isinstance(run.state, dict):
+            raise StateNotSerializable(
+                f"run.state is a {type(run.state).__name__} ({shown(run.state, 80)}): it must "
+                "stay a dict (a JSON object). Keep your values under keys of run.state, e.g. "
+                "run.state['rows'] = [...]. The last good checkpoint is kept.",
+                path="run.state",
+            )
         now = self.clock.wall_ms()
         last = self.writer.loaded.checkpoint
         hops = list(last.hops)
@@ -533,6 +560,8 @@ class DetachedHop:
         raise exc
 
     def finished(self, result: Any) -> Any:
+        if self.run.signal is not None:  # the handler caught the signal and returned
+            return self.ended(self.run.signal)
         return result
 
 

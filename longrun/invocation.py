@@ -25,6 +25,7 @@ from .errors import (
     RecursionStopped,
     RunNotFound,
     StateNotSerializable,
+    shown,
 )
 from .hop import Caller, ClaimedHop, Response, Writer, failed
 from .protocol import (
@@ -78,7 +79,7 @@ class Invocation(Caller):
             raw = self.run_id_fn(self.event)
         except Exception as exc:
             raise LongrunError(
-                f"the run_id function {self.run_id_fn!r} failed on this event: {exc!r}"
+                f"the run_id function {shown(self.run_id_fn)} failed on this event: {shown(exc)}"
             ) from exc
         return validate_run_id(raw, source="run_id(event)")
 

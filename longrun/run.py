@@ -12,7 +12,7 @@ import json
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, NoReturn, TypeVar, overload
 
-from .errors import CursorKeyMissing, LongrunError, NotInRunError
+from .errors import CursorKeyMissing, LongrunError, NotInRunError, shown
 from .timing import Timer
 
 __all__ = ["CHECK_INTERVAL_S", "EndHop", "Run", "current_run"]
@@ -125,6 +125,11 @@ class Run:
         # hop start: serialising a large state costs.
         self._initial_state = initial_state
         self.final_cursors: dict[str, dict[str, Any]] | None = None
+        self.signal: _Control | None = None
+        """The control signal this hop was given (end the hop, superseded, cancelled): a
+        handler that catches it and returns anyway still ends its hop that way."""
+        self._opened: set[str] = set()
+        """Loop paths opened in their scope during this hop (a name used twice is an error)."""
 
     def __repr__(self) -> str:
         return f"<Run {self.id} hop={self.hop} where={self.where}>"
@@ -152,12 +157,19 @@ class Run:
             # The time before the first call is set-up, not a step.
             self._timer.note_progress(self._steps, now - self._hop_start)
             self._steps += 1
-        return self._timer.should_yield() or self._past_run_deadline(now)
+        return (
+            self.signal is not None
+            or self._timer.should_yield()
+            or self._past_run_deadline(now)
+        )
 
     def end_hop(self, reason: str = "requested") -> NoReturn:
         """End this hop now: checkpoint, then continue the run in a new invocation."""
+        if self.signal is not None:  # already ended (the handler caught the signal)
+            raise self.signal
         self._freeze_cursors()
-        raise EndHop(reason)
+        self.signal = EndHop(reason)
+        raise self.signal
 
     def _past_run_deadline(self, now: float) -> bool:
         return self._run_deadline is not None and now >= self._run_deadline
@@ -166,8 +178,14 @@ class Run:
 
     def checkpoint(self) -> None:
         """Save ``state`` and every loop's position now (a fenced write)."""
+        if self.signal is not None:  # the hop has ended: its progress is frozen
+            raise self.signal
         if self._save is not None:
-            self._save()
+            try:
+                self._save()
+            except _Control as signal:  # superseded or cancelled: remember it, then stop
+                self.signal = signal
+                raise
         self._last_write = self._timer.mono()
 
     def cursors(self) -> dict[str, dict[str, Any]]:
@@ -212,25 +230,36 @@ class Run:
     def _open_loop(
         self, name: str | None, key: Callable[[Any], Any] | None, ordered: bool
     ) -> tuple[_Loop, dict[str, Any]]:
+        if self.signal is not None:  # the hop has ended: no new loop starts
+            raise self.signal
         # Validate before taking a loop number, so a rejected call shifts no default name.
         if key is not None and not callable(key):
-            raise LongrunError(f"run.iterate(key={key!r}): key must be a function of an item.")
+            raise LongrunError(
+                f"run.iterate(key={shown(key)}): key must be a function of an item."
+            )
         if ordered and key is None:
             raise LongrunError("run.iterate(ordered=True) needs key=: order is judged on keys.")
         if name is not None and (
             not isinstance(name, str) or not name or "/" in name or name.startswith("#")
         ):
             raise LongrunError(
-                f"run.iterate(name={name!r}): a loop name must be a non-empty string without "
-                "'/' and not starting with '#'."
+                f"run.iterate(name={shown(name)}): a loop name must be a non-empty string "
+                "without '/' and not starting with '#'."
             )
         parent = self._stack[-1] if self._stack else None
         if name is not None:
             path = name if parent is None else f"{parent.path}/{name}"
             if any(loop.path == path for loop in self._stack):
                 raise LongrunError(
-                    f"run.iterate(name={name!r}) is already running in this scope; give each "
-                    "nested loop its own name."
+                    f"run.iterate(name={shown(name)}) is already running in this scope; give "
+                    "each nested loop its own name."
+                )
+            if path in self._opened:
+                raise LongrunError(
+                    f"run.iterate(name={shown(name)}) was already used in this scope: a second "
+                    "loop with the same name would take over the first one's saved position "
+                    "and skip its own items. Give each loop its own name (a name is scoped to "
+                    "the item of the loop around it)."
                 )
         if parent is None:
             ordinal = self._root_children
@@ -241,6 +270,7 @@ class Run:
         if name is None:
             name = f"#{ordinal}"
         path = name if parent is None else f"{parent.path}/{name}"
+        self._opened.add(path)
         saved = self._cursors.get(path) or {}
         pos = saved.get("pos", 0)
         loop = _Loop(path, pos if isinstance(pos, int) else 0, saved.get("key"), key)
@@ -263,6 +293,8 @@ class Run:
         prefix = loop.path + "/"
         for path in [p for p in self._cursors if p.startswith(prefix)]:
             del self._cursors[path]
+        if self._opened:
+            self._opened = {p for p in self._opened if not p.startswith(prefix)}
         loop.children = 0
 
     def _skip(self, loop: _Loop, saved: dict[str, Any], iterable: Iterable[T]) -> Iterator[T]:
@@ -299,7 +331,8 @@ class Run:
     @staticmethod
     def _key_missing(loop: _Loop, saved_key: Any) -> CursorKeyMissing:
         return CursorKeyMissing(
-            f"run.iterate loop {loop.path!r}: the last finished item had key {saved_key!r}, "
+            f"run.iterate loop {shown(loop.path)}: the last finished item had key "
+            f"{shown(saved_key)}, "
             "which is no longer in the iterable, so longrun cannot tell where to resume. Keep "
             "finished items in the listing, or pass ordered=True if keys come sorted (then "
             "resuming skips every key <= the saved one)."
@@ -346,9 +379,19 @@ class Run:
         * ``name``: the loop's identity within its enclosing loop item (default: the order of
           ``iterate`` calls). Give names when the order of loops can differ between hops.
         """
+        if key is None and isinstance(iterable, (set, frozenset)):
+            raise LongrunError(
+                f"run.iterate(name={shown(name)}) over a {type(iterable).__name__}: a set's "
+                "order changes from one process to the next (hash randomisation), so a "
+                "position saved by one hop points at another item in the next, and items run "
+                "twice or never. Iterate over sorted(...) of it, or pass key= (a unique key "
+                "per item)."
+            )
         loop, saved = self._open_loop(name, key, ordered)
         if hasattr(iterable, "__aiter__") and not hasattr(iterable, "__iter__"):
             return self._aloop(loop, saved, iterable)
+        if key is not None:
+            iterable = _unique_keys(loop, iterable, key, ordered)  # type: ignore[arg-type]
         return self._loop(loop, saved, iterable)  # type: ignore[arg-type]
 
     def _between(self, loop: _Loop, now: float) -> None:
@@ -461,6 +504,42 @@ class Run:
 
 _SEEKABLE = frozenset({"list_iterator", "tuple_iterator", "range_iterator", "str_ascii_iterator"})
 _MISSING = object()
+
+
+def _unique_keys(
+    loop: _Loop, iterable: Iterable[T], key_fn: Callable[[T], Any], ordered: bool
+) -> Iterator[T]:
+    """``iterable``, checking that a keyed loop's keys are unique (ascending if ``ordered``).
+
+    A keyed loop resumes after the item whose key was saved last: with a repeated key it
+    would resume after the wrong copy and run items again. The check covers the items
+    skipped on resume too, so it fails the same way on every hop.
+    """
+    seen: set[Any] = set()
+    previous: Any = _MISSING
+    for index, item in enumerate(iterable):
+        token = _as_saved(key_fn(item))
+        if ordered:
+            if previous is not _MISSING and not token > previous:
+                raise LongrunError(
+                    f"run.iterate loop {shown(loop.path)} (ordered=True): the key "
+                    f"{shown(token)} of item {index} does not come after {shown(previous)}. "
+                    "Ordered keys must ascend strictly (no repeats): sort the listing, or "
+                    "drop ordered=True."
+                )
+            previous = token
+        else:
+            hashable = token if isinstance(token, (str, int, float, bool)) else repr(token)
+            if hashable in seen:
+                raise LongrunError(
+                    f"run.iterate loop {shown(loop.path)}: the key {shown(token)} appears "
+                    f"again at item {index}. A keyed loop resumes after the last finished "
+                    "item's key, so with repeated keys it would resume after the wrong copy "
+                    "and run items twice. Make keys unique (add the position or a version "
+                    "to the key), or drop key= if the iterable is the same on every hop."
+                )
+            seen.add(hashable)
+        yield item
 
 
 def _chain_one(first: T, rest: Iterator[T]) -> Iterator[T]:

@@ -141,7 +141,15 @@ def test_a_bad_run_id_in_an_envelope_is_invalid_run_id(run_id: Any) -> None:
     with pytest.raises(InvalidRunId) as info:
         parse_envelope({"longrun": body(run_id=run_id)})
     assert "envelope run_id" in str(info.value)
-    assert repr(run_id) in str(info.value)
+    assert repr(run_id)[:200] in str(info.value)  # quoted, cut to about 200 characters
+
+
+def test_a_huge_run_id_is_quoted_cut_short() -> None:
+    with pytest.raises(InvalidRunId) as info:
+        parse_envelope({"longrun": body(run_id="x" * 1_000_000)})
+    message = str(info.value)
+    assert len(message) < 500
+    assert "1,000,002 characters" in message
 
 
 def test_missing_run_id_is_invalid_run_id() -> None:
@@ -244,9 +252,12 @@ def test_non_string_keys_are_refused_not_silently_changed(state: Any, path: str)
     assert "JSON keys are strings" in str(info.value)
 
 
-def test_a_bad_value_outside_the_user_parts_is_still_refused() -> None:
-    with pytest.raises(StateNotSerializable, match="the checkpoint"):
+def test_a_bad_value_outside_the_user_parts_is_still_refused_and_named() -> None:
+    with pytest.raises(StateNotSerializable, match=r"checkpoint\.claim\['at'\]") as info:
         encode_document(document(claim={"at": object()}))
+    assert info.value.path == "checkpoint.claim['at']"
+    with pytest.raises(StateNotSerializable, match=r"checkpoint\.timing\['write_ms'\]"):
+        encode_document(document(timing={"write_ms": float("inf")}))
 
 
 def test_decode_names_the_location() -> None:

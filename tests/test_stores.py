@@ -446,7 +446,7 @@ def test_invalid_run_ids_are_refused_before_any_access(backend: Backend, tmp_pat
         for name, call in calls.items():
             with pytest.raises(InvalidRunId) as info:
                 call()
-            assert repr(run_id) in str(info.value), (name, run_id)
+            assert repr(run_id)[:200] in str(info.value), (name, run_id)
     assert list(store.list_runs()) == []
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
