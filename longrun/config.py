@@ -90,6 +90,8 @@ class Settings:
     disabled: bool
     escalate: FargateSettings | None = None
     """Where a run goes when Lambda hops cannot carry it on (``None``: nowhere, it fails)."""
+    min_margin_default: bool = True
+    """``min_margin_ms`` was not set: the floor scales down with short function timeouts."""
 
 
 @dataclass
@@ -295,6 +297,7 @@ def resolve(
 
     name, raw = pick("min_margin_ms", ENV_MIN_MARGIN_MS)
     min_margin_ms = DEFAULT_MIN_MARGIN_MS if raw is None else _int(name, raw, minimum=0)
+    min_margin_default = raw is None
 
     name, raw = pick("checkpoint_every_s", ENV_CHECKPOINT_EVERY_S)
     every = DEFAULT_CHECKPOINT_EVERY_S if raw is None else _seconds(name, raw)
@@ -322,6 +325,7 @@ def resolve(
         max_run_seconds=max_run,
         disabled=disabled,
         escalate=escalate,
+        min_margin_default=min_margin_default,
     )
 
 

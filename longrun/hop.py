@@ -53,7 +53,7 @@ from .protocol import (
 )
 from .run import Cancelled, EndHop, Run, Superseded
 from .stores.base import CheckpointStore, Loaded
-from .timing import NO_DEADLINE_MS, Timer
+from .timing import NO_DEADLINE_MS, Timer, remaining_time
 
 __all__ = ["Caller", "ClaimedHop", "DetachedHop", "Response", "Writer", "failed"]
 
@@ -115,6 +115,7 @@ class Caller:
         )
         lease = getattr(context, "longrun_lease_s", None)
         self.lease_s: float | None = float(lease) if isinstance(lease, (int, float)) else None
+        self._remaining = remaining_time(context)  # a context that cannot time a hop: here
 
     def claim(self, now: int) -> Claim:
         """This invocation's lease: until its deadline, or for ``lease_s`` when it has none
@@ -126,11 +127,7 @@ class Caller:
         return Claim(request_id=self.request_id, deadline_ms=deadline, where=self.where)
 
     def remaining_ms(self) -> int:
-        getter = getattr(self.context, "get_remaining_time_in_millis", None)
-        if not callable(getter):
-            return NO_DEADLINE_MS
-        value = getter()
-        return NO_DEADLINE_MS if value is None else int(value)
+        return NO_DEADLINE_MS if self._remaining is None else self._remaining()
 
     def hop_entry(self, hop: int, attempt: int, now: int) -> HopEntry:
         return HopEntry(hop, attempt, self.where, self.request_id, started_ms=now)
@@ -197,6 +194,7 @@ class ClaimedHop:
             fixed_margin_ms=settings.margin_ms,
             min_margin_ms=settings.min_margin_ms,
             carried=checkpoint.timing,
+            scaled_floor=settings.min_margin_default,
         )
         if writer.write_s is not None:  # the claim just written
             timer.note_write(writer.write_s)

@@ -10,10 +10,25 @@ checkpoint, so hop N+1 starts as cautious as hop N ended.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["HEADROOM", "HEAVY_TAIL", "HEAVY_TAIL_HEADROOM", "NO_DEADLINE_MS", "Timer"]
+from .errors import LongrunError, shown
+
+__all__ = [
+    "FLOOR_FRACTION",
+    "HEADROOM",
+    "HEAVY_TAIL",
+    "HEAVY_TAIL_HEADROOM",
+    "NO_DEADLINE_MS",
+    "Timer",
+    "remaining_time",
+]
+
+FLOOR_FRACTION = 0.2
+"""The default floor of the adaptive margin is at most this share of the hop's time: with
+Lambda's default 3 s timeout a hop keeps about 2.4 s for items, not 1 s."""
 
 HEADROOM = 1.5
 """Multiplier on the longest item seen: items vary, and a kill costs far more than a margin."""
@@ -32,6 +47,46 @@ _GUESS_WRITE_S = 0.25
 _GUESS_HANDOFF_S = 0.25
 
 
+def remaining_time(context: Any) -> Callable[[], int] | None:
+    """A reader of ``context.get_remaining_time_in_millis()`` that checks what it gets.
+
+    ``None`` when there is no deadline to read (no context, or one without the method). A
+    context whose attribute is not a method, or whose method raises or returns something
+    other than a number of milliseconds, is a LongrunError naming it, raised at the first
+    read (the hop's start, before anything is written).
+    """
+    if context is None or not hasattr(context, "get_remaining_time_in_millis"):
+        return None
+    getter = context.get_remaining_time_in_millis
+    where = f"context.get_remaining_time_in_millis of {type(context).__name__}"
+    if not callable(getter):
+        raise LongrunError(
+            f"{where} is a {type(getter).__name__} ({shown(getter, 60)}), not a method: longrun "
+            "calls it to learn how long the hop has left. Pass Lambda's context, or a context "
+            "whose get_remaining_time_in_millis() returns milliseconds (longrun.testing."
+            "FakeContext in tests)."
+        )
+
+    def read() -> int:
+        try:
+            value = getter()
+        except Exception as exc:
+            raise LongrunError(
+                f"{where}() raised {shown(exc)}; longrun needs it to time the hop."
+            ) from exc
+        if value is None:
+            return NO_DEADLINE_MS
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value):
+            raise LongrunError(
+                f"{where}() returned {shown(value, 60)} (a {type(value).__name__}), not a number "
+                "of milliseconds."
+            )
+        return int(value)
+
+    return read
+
+
 class Timer:
     """Time accounting for one hop, fed by the context and a monotonic clock."""
 
@@ -45,6 +100,7 @@ class Timer:
         "mean_item_s",
         "min_margin_ms",
         "mono",
+        "scaled_floor",
         "write_s",
     )
 
@@ -56,12 +112,14 @@ class Timer:
         fixed_margin_ms: int | None,
         min_margin_ms: int,
         carried: Mapping[str, Any] | None = None,
+        scaled_floor: bool = False,
     ) -> None:
-        getter = getattr(context, "get_remaining_time_in_millis", None)
-        self._remaining: Callable[[], int] | None = getter if callable(getter) else None
+        self._remaining = remaining_time(context)
         self.mono = mono
         self.fixed_margin_ms = fixed_margin_ms
         self.min_margin_ms = min_margin_ms
+        self.scaled_floor = scaled_floor
+        """The floor is the default one: cap it at FLOOR_FRACTION of the hop's time."""
         carried = carried or {}
         self.longest_item_s = _seconds(carried.get("longest_item_ms"), 0.0)
         self.mean_item_s = _seconds(carried.get("mean_item_ms"), 0.0)
@@ -75,8 +133,14 @@ class Timer:
         """Milliseconds before the platform kills this hop (0 is a real value)."""
         if self._remaining is None:
             return NO_DEADLINE_MS
-        remaining = self._remaining()
-        return NO_DEADLINE_MS if remaining is None else int(remaining)
+        return self._remaining()
+
+    def floor_ms(self) -> int:
+        """The adaptive margin's floor: ``min_margin_ms``, or for the default floor at most
+        FLOOR_FRACTION of the time the hop started with (short function timeouts)."""
+        if not self.scaled_floor:
+            return self.min_margin_ms
+        return min(self.min_margin_ms, int(self.hop_s * 1000.0 * FLOOR_FRACTION))
 
     def margin_ms(self) -> int:
         """How much time must be left to start another item."""
@@ -95,7 +159,7 @@ class Timer:
                 # would stop after one item.
                 heavy = longest * HEAVY_TAIL_HEADROOM + costs
                 needed = max(needed, min(heavy, self.hop_s / 2))
-        return max(self.min_margin_ms, int(needed * 1000.0 + 0.999))
+        return max(self.floor_ms(), int(needed * 1000.0 + 0.999))
 
     def should_yield(self) -> bool:
         """True when the remaining time is below the margin."""

@@ -314,3 +314,81 @@ def test_a_huge_run_id_from_run_id_fn_gives_a_short_message(tmp_path: Path) -> N
     with pytest.raises(LongrunError) as info:
         handler({}, None)
     assert len(str(info.value)) < 500
+
+
+# -- 8: a context whose get_remaining_time_in_millis is not usable -----------------------------
+
+
+class _Context:
+    aws_request_id = "req-ctx"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:f"
+
+
+def _with_remaining(value: Any) -> Any:
+    context = _Context()
+    context.get_remaining_time_in_millis = value  # type: ignore[attr-defined]
+    return context
+
+
+def _raises() -> int:
+    raise RuntimeError("no clock here")
+
+
+@pytest.mark.parametrize(
+    ("remaining", "says"),
+    [
+        (900_000, "is a int (900000), not a method"),
+        (lambda: "900000", "returned '900000' (a str), not a number of milliseconds"),
+        (lambda: float("nan"), "returned nan (a float)"),
+        (_raises, "raised RuntimeError('no clock here')"),
+    ],
+    ids=["attribute", "string", "nan", "raises"],
+)
+def test_an_unusable_remaining_time_is_an_error_naming_it_and_nothing_is_written(
+    tmp_path: Path, remaining: Any, says: str
+) -> None:
+    ran: list[int] = []
+
+    @longrun(checkpoint=FileStore(tmp_path))
+    def handler(event: Any, context: Any) -> None:
+        ran.append(1)
+
+    with pytest.raises(LongrunError) as info:
+        handler({}, _with_remaining(remaining))
+    assert "context.get_remaining_time_in_millis of _Context" in str(info.value)
+    assert says in str(info.value)
+    assert ran == [] and list(tmp_path.iterdir()) == []
+
+
+# -- 11: the margin's floor scales with a short function timeout -------------------------------
+
+
+@pytest.mark.parametrize("timeout_s", [2, 3])
+def test_short_timeouts_still_do_work_in_every_hop(tmp_path: Path, timeout_s: int) -> None:
+    ran: Counter[int] = Counter()
+
+    @longrun(checkpoint=FileStore(tmp_path), max_hops=50)
+    def handler(event: Any, context: Any) -> int:
+        for i in current_run().iterate(range(20)):
+            ran[i] += 1
+            time.sleep(0.2)
+        return len(ran)
+
+    outcome = LambdaSim().run(handler, {}, timeout_s=timeout_s, retries=0, write_latency_s=0.05)
+
+    assert outcome.status == "completed" and outcome.result == 20
+    assert set(ran.values()) == {1}
+    hops = stored(tmp_path, str(outcome.run_id))["hops"]
+    # Each hop kept at least 60 % of its time for items (the 2 s floor left none at 2 s).
+    assert min(h["items"] for h in hops[:-1]) * 0.2 >= 0.6 * timeout_s - 0.5
+
+
+def test_an_explicit_floor_is_taken_as_given(tmp_path: Path) -> None:
+    @longrun(checkpoint=FileStore(tmp_path), min_margin_ms=2500, max_hops=3)
+    def handler(event: Any, context: Any) -> None:
+        for _ in current_run().iterate(range(20)):
+            time.sleep(0.2)
+
+    outcome = LambdaSim().run(handler, {}, timeout_s=2, retries=0)
+    # A 2.5 s floor in a 2 s hop leaves no time for an item: no progress, it fails.
+    assert stored(tmp_path, str(outcome.run_id))["error"]["type"] == "NoProgressError"
