@@ -104,7 +104,7 @@ def longrun_runner(checkpoint_each: bool) -> Callable[[int], float]:
 
     def run_once(n: int) -> float:
         start = time.perf_counter()
-        outcome = LambdaSim().run(handler, {"n": n}, timeout_s=TIMEOUT_S)
+        outcome = LambdaSim(store="handler").run(handler, {"n": n}, timeout_s=TIMEOUT_S)
         elapsed = time.perf_counter() - start
         if outcome.status != "completed" or outcome.result != expected(n):
             raise RuntimeError(f"longrun run went wrong:\n{outcome.summary()}")

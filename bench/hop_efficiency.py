@@ -58,7 +58,7 @@ def simulate(profile: str, seed: int, margin_ms: int | None) -> dict[str, Any]:
         return len(items)
 
     settings: dict[str, Any] = {} if margin_ms is None else {"margin_ms": margin_ms}
-    outcome = LambdaSim().run(
+    outcome = LambdaSim(store="handler").run(
         handler,
         {},
         timeout_s=TIMEOUT_S,

@@ -107,7 +107,7 @@ def _local(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             memory_mb=args.memory,
             env=_env_pairs(args.env or []),
-            store=args.local_store or args.store,
+            store=args.local_store or getattr(args, "store", None),
             max_hops=args.max_hops,
             retries=args.retries,
             retry_delays_s=delays,
@@ -177,19 +177,34 @@ def _local_parser(commands: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``longrun`` console script; returns the exit status."""
-    parser = argparse.ArgumentParser(
-        prog="longrun", description="Look at and steer runs in a checkpoint store."
+    # --store is accepted before or after the subcommand: each parser knows it, and the one
+    # given last wins (SUPPRESS: an absent option does not overwrite a given one).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--store",
+        default=argparse.SUPPRESS,
+        help=f"checkpoint store URI (default: ${ENV_CHECKPOINT_URI})",
     )
-    parser.add_argument("--store", help=f"checkpoint store URI (default: ${ENV_CHECKPOINT_URI})")
+    parser = argparse.ArgumentParser(
+        prog="longrun",
+        description="Look at and steer runs in a checkpoint store.",
+        parents=[common],
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="list the runs in the store")
-    status = commands.add_parser("status", help="print a run's checkpoint summary as JSON")
+    commands.add_parser("list", help="list the runs in the store", parents=[common])
+    status = commands.add_parser(
+        "status", help="print a run's checkpoint summary as JSON", parents=[common]
+    )
     status.add_argument("run_id")
     status.add_argument("--full", action="store_true", help="print the whole checkpoint")
-    cancel = commands.add_parser("cancel", help="cancel a run: its next hop does not run")
+    cancel = commands.add_parser(
+        "cancel", help="cancel a run: its next hop does not run", parents=[common]
+    )
     cancel.add_argument("run_id")
     resume = commands.add_parser(
-        "resume", help="carry on a failed or stuck run (not a live, completed or cancelled one)"
+        "resume",
+        help="carry on a failed or stuck run (not a live, completed or cancelled one)",
+        parents=[common],
     )
     resume.add_argument("run_id")
     resume.add_argument(
@@ -201,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "local":
             return _local(args)
-        store = _store(args.store)
+        store = _store(getattr(args, "store", None))
         if args.command == "list":
             for run_id in store.list_runs():
                 print(run_id)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENV_CHECKPOINT_EVERY_S",
     "ENV_CHECKPOINT_URI",
+    "ENV_LOCAL_CHECKPOINT_URI",
     "ENV_DISABLED",
     "ENV_MARGIN_MS",
     "ENV_MAX_HOPS",
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 ENV_CHECKPOINT_URI = "LONGRUN_CHECKPOINT_URI"
+ENV_LOCAL_CHECKPOINT_URI = "LONGRUN_LOCAL_CHECKPOINT_URI"
+"""Set by the local emulator (``longrun local``): the store every handler checkpoints to,
+over the decorator's own ``checkpoint=`` (a production ``S3Store("my-bucket")`` included)."""
 ENV_MAX_HOPS = "LONGRUN_MAX_HOPS"
 ENV_MARGIN_MS = "LONGRUN_MARGIN_MS"
 ENV_MIN_MARGIN_MS = "LONGRUN_MIN_MARGIN_MS"
@@ -274,6 +278,8 @@ def resolve(
         return _pick(key, env_name, explicit, overrides, env)
 
     name, raw = pick("checkpoint", ENV_CHECKPOINT_URI)
+    if "checkpoint" not in overrides and env.get(ENV_LOCAL_CHECKPOINT_URI):
+        name, raw = ENV_LOCAL_CHECKPOINT_URI, env[ENV_LOCAL_CHECKPOINT_URI]
     store: CheckpointStore | None
     if raw is None:
         store = None

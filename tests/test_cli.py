@@ -33,7 +33,7 @@ def test_list_status_cancel(tmp_path: Path) -> None:
         for _ in current_run().iterate(range(100)):
             time.sleep(1)
 
-    outcome = LambdaSim().run(handler, {}, timeout_s=10, retries=0)
+    outcome = LambdaSim(store="handler").run(handler, {}, timeout_s=10, retries=0)
     run_id = outcome.run_id
     assert run_id is not None and outcome.status == "failed"
 
@@ -84,7 +84,7 @@ def test_resume_a_failed_run_with_a_new_invocation(tmp_path: Path) -> None:
         for _ in current_run().iterate(range(100)):
             time.sleep(1)
 
-    outcome = LambdaSim().run(handler, {}, timeout_s=10, retries=0)
+    outcome = LambdaSim(store="handler").run(handler, {}, timeout_s=10, retries=0)
     run_id = outcome.run_id
     assert run_id is not None and outcome.status == "failed"
     assert (
@@ -117,3 +117,24 @@ def test_resume_a_failed_run_with_a_new_invocation(tmp_path: Path) -> None:
         again = cli("--store", f"file://{tmp_path}", "resume", run_id, env=env)
         assert again.returncode == 3 and json.loads(again.stdout)["action"] == "skipped"
         assert len(endpoint.events) == 1
+
+
+def test_store_is_accepted_before_or_after_the_subcommand(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+
+    @longrun(checkpoint=store, run_id=lambda event: "job-1")
+    def handler(event: Any, context: Any) -> str:
+        return "ok"
+
+    LambdaSim(store="handler").run(handler, {}, timeout_s=60)
+    uri = f"file://{tmp_path}"
+    for args in (("--store", uri, "list"), ("list", "--store", uri)):
+        listed = cli(*args)
+        assert (listed.returncode, listed.stdout.split()) == (0, ["job-1"]), listed.stderr
+    for args in (("--store", uri, "status", "job-1"), ("status", "job-1", "--store", uri)):
+        shown = cli(*args)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["status"] == "completed"
+    # Given twice, the later one wins: here an empty store, which holds no run.
+    empty = tmp_path / "empty"
+    assert cli("--store", uri, "list", "--store", f"file://{empty}").stdout == ""

@@ -373,3 +373,16 @@ def test_s3_prefix_is_a_folder(prefix: str, expected: str) -> None:
     assert S3Store("some-bucket", prefix=prefix).prefix == expected
     uri_store = store_from_uri(f"s3://some-bucket/{prefix.lstrip('/')}")
     assert isinstance(uri_store, S3Store) and uri_store.prefix == expected
+
+
+def test_the_emulators_store_wins_over_the_decorators_own(tmp_path: Path) -> None:
+    from longrun.config import resolve
+
+    explicit = {"checkpoint": S3Store("my-bucket", prefix="longrun/")}
+    env = {"LONGRUN_LOCAL_CHECKPOINT_URI": f"file://{tmp_path}"}
+    store = resolve(explicit, env=env).store
+    assert isinstance(store, FileStore) and store.root == tmp_path
+    assert isinstance(resolve(explicit, env={}).store, S3Store)
+    # A test override (the simulator's store) still comes first.
+    memory = MemoryStore()
+    assert resolve(explicit, {"checkpoint": memory}, env=env).store is memory

@@ -16,6 +16,14 @@ from longrun.testing import FakeContext, LambdaSim, VirtualClock
 from longrun.timing import HEADROOM
 
 
+@pytest.fixture
+def longrun_sim(longrun_sim: LambdaSim) -> LambdaSim:
+    """These tests read the handler's own store: the simulator uses it, not its in-memory one."""
+    longrun_sim.store = "handler"
+    return longrun_sim
+
+
+
 def test_signature_name_and_doc_are_preserved() -> None:
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         """Original docstring."""

@@ -766,7 +766,7 @@ def test_demo_runs_and_verifies() -> None:
             sys.executable,
             "examples/emulator/demo.py",
             "--records",
-            "600",
+            "1200",
             "--batch",
             "10",
             "--work",
@@ -782,5 +782,5 @@ def test_demo_runs_and_verifies() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "verified: 600 records in 60 batches" in result.stdout
+    assert "verified: 1200 records in 120 batches" in result.stdout
     assert "2 Lambda hop(s) + 1 Fargate task(s)" in result.stdout

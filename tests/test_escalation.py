@@ -19,6 +19,14 @@ from longrun import (
 from longrun.config import resolve_fargate
 from longrun.testing import Faults, LambdaSim
 
+
+@pytest.fixture
+def longrun_sim(longrun_sim: LambdaSim) -> LambdaSim:
+    """These tests read the handler's own store: the simulator uses it, not its in-memory one."""
+    longrun_sim.store = "handler"
+    return longrun_sim
+
+
 TARGET = Fargate(cluster="jobs", task_definition="worker:3", container="worker", subnets=["s-1"])
 
 

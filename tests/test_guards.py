@@ -26,6 +26,14 @@ from longrun import (
 from longrun.testing import FakeContext, LambdaSim, VirtualClock
 
 
+@pytest.fixture
+def longrun_sim(longrun_sim: LambdaSim) -> LambdaSim:
+    """These tests read the handler's own store: the simulator uses it, not its in-memory one."""
+    longrun_sim.store = "handler"
+    return longrun_sim
+
+
+
 def slow_job(store: Any, n: int = 100, **options: Any) -> Any:
     @longrun(checkpoint=store, **options)
     def handler(event: Any, context: Any) -> int:
@@ -137,7 +145,7 @@ def test_cancelled_run_stops_at_next_hop(longrun_sim: LambdaSim) -> None:
 
 def test_cancel_between_hops_stops_the_next_one() -> None:
     store = MemoryStore()
-    sim = LambdaSim()
+    sim = LambdaSim(store="handler")
     entries: list[int] = []
 
     @longrun(checkpoint=store)
@@ -259,7 +267,7 @@ def test_unknown_run_id_is_a_clear_error() -> None:
 
 def test_envelope_from_the_future_is_rejected() -> None:
     store = MemoryStore()
-    outcome = LambdaSim().run(slow_job(store, n=3), {}, timeout_s=60)
+    outcome = LambdaSim(store="handler").run(slow_job(store, n=3), {}, timeout_s=60)
     with pytest.raises(EnvelopeError, match="hop 7"):
         slow_job(store)({"longrun": {"v": 1, "run_id": outcome.run_id, "hop": 7}}, _context())
 
@@ -282,7 +290,7 @@ def test_corrupt_or_newer_checkpoint_is_not_overwritten(
     mutate: Any, error: type[Exception]
 ) -> None:
     store = MemoryStore()
-    sim = LambdaSim()
+    sim = LambdaSim(store="handler")
     first = sim.run(slow_job(store, n=30), {}, timeout_s=10, settings={"max_hops": 0})
     assert first.status == "failed"
     key = store.key(first.run_id)  # type: ignore[arg-type]
@@ -321,7 +329,7 @@ def test_no_progress_when_hop_starts_below_margin() -> None:
         for _ in current_run().iterate(range(3)):
             time.sleep(1)
 
-    outcome = LambdaSim().run(handler, {}, timeout_s=3, retries=0)
+    outcome = LambdaSim(store="handler").run(handler, {}, timeout_s=3, retries=0)
 
     error = outcome.invocations[0].error
     assert isinstance(error, NoProgressError)

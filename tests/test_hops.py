@@ -13,6 +13,14 @@ from longrun import ClaimBusy, FileStore, MemoryStore, S3Store, current_run, lon
 from longrun.testing import Faults, LambdaSim
 
 
+@pytest.fixture
+def longrun_sim(longrun_sim: LambdaSim) -> LambdaSim:
+    """These tests read the handler's own store: the simulator uses it, not its in-memory one."""
+    longrun_sim.store = "handler"
+    return longrun_sim
+
+
+
 def make_job(store: Any, seconds_per_item: float = 1.0, **options: Any) -> tuple[Any, Counter[Any]]:
     """A handler that sleeps per item and counts each item it processes."""
     processed: Counter[Any] = Counter()
@@ -149,7 +157,7 @@ def test_duplicate_after_hop_is_refused_or_harmlessly_resends(longrun_sim: Lambd
 def test_stale_hop_cannot_overwrite_newer_checkpoint() -> None:
     """A hop whose claim was taken over loses its next write and stops without hopping."""
     store = MemoryStore()
-    sim = LambdaSim()
+    sim = LambdaSim(store="handler")
     seen: list[str] = []
 
     @longrun(checkpoint=store, checkpoint_every_s=1)
@@ -268,8 +276,8 @@ def test_retried_first_invocation_finds_its_own_run(longrun_sim: LambdaSim) -> N
 def test_user_run_id_makes_a_repeated_start_return_the_existing_run() -> None:
     store = MemoryStore()
     handler, processed = make_job(store, run_id=lambda event: f"job-{event['job']}")
-    first = LambdaSim().run(handler, {"job": 7, "keys": [1, 2, 3]}, timeout_s=60)
-    again = LambdaSim().run(handler, {"job": 7, "keys": [1, 2, 3]}, timeout_s=60)
+    first = LambdaSim(store="handler").run(handler, {"job": 7, "keys": [1, 2, 3]}, timeout_s=60)
+    again = LambdaSim(store="handler").run(handler, {"job": 7, "keys": [1, 2, 3]}, timeout_s=60)
 
     assert first.run_id == "job-7" and first.status == "completed"
     assert again.invocations[0].response == {

@@ -12,6 +12,14 @@ from longrun import CursorKeyMissing, LongrunError, MemoryStore, current_run, lo
 from longrun.testing import LambdaSim
 
 
+@pytest.fixture
+def longrun_sim(longrun_sim: LambdaSim) -> LambdaSim:
+    """These tests read the handler's own store: the simulator uses it, not its in-memory one."""
+    longrun_sim.store = "handler"
+    return longrun_sim
+
+
+
 def test_loops_in_sequence_each_resume(longrun_sim: LambdaSim) -> None:
     done: Counter[tuple[str, int]] = Counter()
 
@@ -222,7 +230,7 @@ def test_bad_loop_arguments_are_clear_errors() -> None:
             except LongrunError as exc:
                 errors.append(str(exc))
 
-    LambdaSim().run(handler, {}, timeout_s=60)
+    LambdaSim(store="handler").run(handler, {}, timeout_s=60)
     assert len(errors) == 4
     assert "'a/b'" in errors[0] and "key=" in errors[2] and "key=3" in errors[3]
 

@@ -27,6 +27,14 @@ from faults import LostReply, Write
 from longrun import Fargate, S3Store, current_run, longrun
 from longrun.testing import LambdaSim
 
+
+@pytest.fixture
+def longrun_sim(longrun_sim: LambdaSim) -> LambdaSim:
+    """These tests read the handler's own store: the simulator uses it, not its in-memory one."""
+    longrun_sim.store = "handler"
+    return longrun_sim
+
+
 PREFIX = "runs/"
 ITEMS = 10
 TARGET = Fargate(cluster="jobs", task_definition="worker:3", container="worker", subnets=["s-1"])

@@ -14,7 +14,12 @@ from typing import Any
 import pytest
 
 from longrun import FileStore, LongrunError, StateNotSerializable, current_run, longrun
-from longrun.testing import LambdaSim
+from longrun.testing import LambdaSim, Outcome
+
+
+def simulate(handler: Any, event: Any, **options: Any) -> Outcome:
+    """The simulator on the handler's own store (these tests read its files)."""
+    return LambdaSim(store="handler").run(handler, event, **options)
 
 
 def stored(root: Path, run_id: str) -> dict[str, Any]:
@@ -38,7 +43,7 @@ def test_a_loop_name_used_twice_in_one_scope_is_an_error_at_the_second_call(
         for key in run.iterate(["c", "d"], name="x"):
             ran[key] += 1
 
-    outcome = LambdaSim().run(handler, {}, timeout_s=60, retries=0)
+    outcome = simulate(handler, {}, timeout_s=60, retries=0)
 
     assert outcome.status == "failed"
     error = stored(tmp_path, str(outcome.run_id))["error"]
@@ -59,7 +64,7 @@ def test_the_same_name_under_each_item_of_an_outer_loop_is_fine(tmp_path: Path) 
                 time.sleep(1)
         return sum(ran.values())
 
-    outcome = LambdaSim().run(handler, {}, timeout_s=4, retries=0)
+    outcome = simulate(handler, {}, timeout_s=4, retries=0)
 
     assert outcome.status == "completed" and outcome.result == 12
     assert set(ran.values()) == {1} and len(ran) == 12
@@ -80,7 +85,7 @@ def test_a_repeated_key_is_an_error_when_met_and_no_item_runs_twice(tmp_path: Pa
             ran[index] += 1
             time.sleep(1)
 
-    outcome = LambdaSim().run(handler, {}, timeout_s=3, retries=0)
+    outcome = simulate(handler, {}, timeout_s=3, retries=0)
 
     document = stored(tmp_path, str(outcome.run_id))
     assert document["status"] == "failed"
@@ -95,7 +100,7 @@ def test_ordered_keys_that_do_not_ascend_are_an_error(tmp_path: Path) -> None:
         for _ in current_run().iterate(["a", "c", "b"], key=str, ordered=True):
             pass
 
-    outcome = LambdaSim().run(handler, {}, timeout_s=60, retries=0)
+    outcome = simulate(handler, {}, timeout_s=60, retries=0)
     message = stored(tmp_path, str(outcome.run_id))["error"]["message"]
     assert "does not come after 'c'" in message and "ascend strictly" in message
 
@@ -120,7 +125,7 @@ def test_a_handler_that_catches_everything_still_continues_its_run(
             return "swallowed"
         return "done"
 
-    outcome = LambdaSim().run(handler, {}, timeout_s=4, retries=0)
+    outcome = simulate(handler, {}, timeout_s=4, retries=0)
 
     document = stored(tmp_path, str(outcome.run_id))
     assert document["status"] == "completed"
@@ -144,7 +149,7 @@ def test_after_a_swallowed_signal_no_new_loop_or_checkpoint_runs(tmp_path: Path)
             pass
         return "swallowed twice"
 
-    outcome = LambdaSim().run(handler, {}, timeout_s=60, retries=0, max_invocations=3)
+    outcome = simulate(handler, {}, timeout_s=60, retries=0, max_invocations=3)
 
     # Every hop ends the same way, so the run ends for lack of progress, not "completed".
     assert ran == Counter()
@@ -172,7 +177,7 @@ def test_every_hop_sees_the_original_event_even_if_hop_0_mutated_its_copy(
             time.sleep(1)
         return done
 
-    outcome = LambdaSim().run(handler, {"keys": list(range(8))}, timeout_s=4, retries=0)
+    outcome = simulate(handler, {"keys": list(range(8))}, timeout_s=4, retries=0)
 
     assert outcome.status == "completed"
     assert len(seen) > 1 and all(e == {"keys": list(range(8))} for e in seen)
@@ -188,7 +193,7 @@ def test_positional_iteration_over_a_set_is_refused_with_a_way_out(tmp_path: Pat
         for _ in current_run().iterate({"a", "b", "c"}, name="tags"):
             pass
 
-    outcome = LambdaSim().run(handler, {}, timeout_s=60, retries=0)
+    outcome = simulate(handler, {}, timeout_s=60, retries=0)
     message = stored(tmp_path, str(outcome.run_id))["error"]["message"]
     assert "run.iterate(name='tags') over a set" in message
     assert "sorted(" in message and "key=" in message
@@ -202,7 +207,7 @@ def test_a_set_with_a_key_is_fine(tmp_path: Path) -> None:
         for item in current_run().iterate(frozenset("abc"), key=str):
             ran[item] += 1
 
-    outcome = LambdaSim().run(handler, {}, timeout_s=60, retries=0)
+    outcome = simulate(handler, {}, timeout_s=60, retries=0)
     assert outcome.status == "completed" and ran == Counter("abc")
 
 
@@ -222,7 +227,7 @@ def test_state_that_is_not_a_dict_is_refused_and_the_last_checkpoint_kept(
                 run.state = bad
             time.sleep(1)
 
-    outcome = LambdaSim().run(handler, {}, timeout_s=60, retries=0)
+    outcome = simulate(handler, {}, timeout_s=60, retries=0)
 
     document = stored(tmp_path, str(outcome.run_id))
     assert document["status"] == "failed"
@@ -246,7 +251,7 @@ def test_a_cyclic_state_is_named_at_once_not_a_hang(tmp_path: Path) -> None:
         run.checkpoint()
 
     started = time.monotonic()
-    outcome = LambdaSim().run(handler, {}, timeout_s=60, retries=0)
+    outcome = simulate(handler, {}, timeout_s=60, retries=0)
     assert time.monotonic() - started < 30  # bounded (it used to spin until the kill)
     error = stored(tmp_path, str(outcome.run_id))["error"]
     assert error["type"] == "StateNotSerializable"
@@ -263,7 +268,7 @@ def test_a_very_deep_state_is_state_not_serializable_not_a_recursion_error() -> 
         current_run().state["deep"] = deep
         current_run().checkpoint()
 
-    outcome = LambdaSim().run(handler, {}, timeout_s=60, retries=0)
+    outcome = simulate(handler, {}, timeout_s=60, retries=0)
     [record] = outcome.invocations
     assert isinstance(record.error, StateNotSerializable)
     assert "nests deeper than 500 levels" in str(record.error)
@@ -286,7 +291,7 @@ def test_a_cyclic_or_deep_result_is_returned_and_stored_as_null(
     def handler(event: Any, context: Any) -> Any:
         return result
 
-    outcome = LambdaSim().run(handler, {}, timeout_s=60, retries=0)
+    outcome = simulate(handler, {}, timeout_s=60, retries=0)
 
     document = stored(tmp_path, str(outcome.run_id))
     assert document["status"] == "completed"
@@ -374,7 +379,7 @@ def test_short_timeouts_still_do_work_in_every_hop(tmp_path: Path, timeout_s: in
             time.sleep(0.2)
         return len(ran)
 
-    outcome = LambdaSim().run(handler, {}, timeout_s=timeout_s, retries=0, write_latency_s=0.05)
+    outcome = simulate(handler, {}, timeout_s=timeout_s, retries=0, write_latency_s=0.05)
 
     assert outcome.status == "completed" and outcome.result == 20
     assert set(ran.values()) == {1}
@@ -389,6 +394,39 @@ def test_an_explicit_floor_is_taken_as_given(tmp_path: Path) -> None:
         for _ in current_run().iterate(range(20)):
             time.sleep(0.2)
 
-    outcome = LambdaSim().run(handler, {}, timeout_s=2, retries=0)
+    outcome = simulate(handler, {}, timeout_s=2, retries=0)
     # A 2.5 s floor in a 2 s hop leaves no time for an item: no progress, it fails.
     assert stored(tmp_path, str(outcome.run_id))["error"]["type"] == "NoProgressError"
+
+
+# -- 12: the simulator needs no AWS for a production store, and shows errors -------------------
+
+
+def test_the_simulator_checkpoints_in_memory_whatever_the_decorator_names() -> None:
+    from longrun import MemoryStore, S3Store
+
+    ran: Counter[int] = Counter()
+
+    @longrun(checkpoint=S3Store("my-bucket", prefix="longrun/"))  # no credentials here
+    def handler(event: Any, context: Any) -> int:
+        for i in current_run().iterate(range(6)):
+            ran[i] += 1
+            time.sleep(1)
+        return 6
+
+    outcome = LambdaSim().run(handler, {}, timeout_s=4)
+
+    assert outcome.status == "completed" and outcome.result == 6
+    assert isinstance(outcome.store, MemoryStore)
+    assert outcome.store.status(str(outcome.run_id))["status"] == "completed"
+    assert set(ran.values()) == {1} and len(outcome.hops) > 1
+
+
+def test_summary_shows_each_error_with_its_type_and_message() -> None:
+    @longrun(checkpoint="s3://my-bucket/longrun/")
+    def handler(event: Any, context: Any) -> None:
+        raise ValueError("the input file is missing")
+
+    outcome = LambdaSim().run(handler, {}, timeout_s=60, retries=1, retry_delays_s=(1.0,))
+    summary = outcome.summary()
+    assert summary.count("ValueError: the input file is missing") == 2

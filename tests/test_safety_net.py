@@ -119,7 +119,7 @@ def job(aws: Aws, n: int, *, seconds: float = 60.0, stuck_item: int | None = Non
 
 def simulate(handler: Any, event: Any, *, epoch_offset_s: float = -3600.0, **kw: Any) -> Outcome:
     """Run on a virtual clock that starts ``epoch_offset_s`` from now (claims expire or not)."""
-    sim = LambdaSim(VirtualClock(start_epoch_s=time.time() + epoch_offset_s))
+    sim = LambdaSim(VirtualClock(start_epoch_s=time.time() + epoch_offset_s), store="handler")
     return sim.run(handler, event, timeout_s=300, retries=0, function_name=FUNCTION, **kw)
 
 

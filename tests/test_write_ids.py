@@ -61,7 +61,7 @@ def test_a_failed_reply_after_a_commit_is_recognised_on_every_write(
             time.sleep(1)  # virtual time in the simulator
         return {"n": run.state["n"]}
 
-    outcome = LambdaSim().run(handler, {}, timeout_s=5, retries=0)
+    outcome = LambdaSim(store="handler").run(handler, {}, timeout_s=5, retries=0)
 
     assert store.failed_status is not None, "the fault did not fire"
     assert outcome.status == "completed", outcome.summary()

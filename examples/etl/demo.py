@@ -67,7 +67,7 @@ def run_demo(objects: int, timeout_s: float) -> dict[str, Any]:
 
     sys.path.insert(0, str(HERE))
     app = importlib.import_module("app")
-    sim = LambdaSim()
+    sim = LambdaSim(store="handler")
     event = {"bucket": "longrun-demo", "prefix": "raw/", "dest_prefix": "clean/"}
     print(f"ETL over {objects} objects, Lambda timeout {timeout_s:g}s (virtual time)\n")
     outcome = sim.run(

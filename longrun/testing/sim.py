@@ -30,6 +30,7 @@ from ..errors import StoreError
 from ..handoff.lambda_invoke import MAX_ASYNC_PAYLOAD
 from ..protocol import Status
 from ..run import Run
+from ..stores import CheckpointStore, MemoryStore
 from .clock import HopKilled, VirtualClock
 from .context import FakeContext
 from .delivery import AsyncDelivery, Delivery
@@ -118,6 +119,8 @@ class Outcome:
     dead_letters: list[Delivery]
     """Events that failed every retry (what an on-failure destination would receive)."""
     clock: VirtualClock
+    store: CheckpointStore | None = None
+    """The store the run was checkpointed to (the simulator's in-memory one by default)."""
 
     @property
     def document(self) -> dict[str, Any] | None:
@@ -143,11 +146,14 @@ class Outcome:
         lines = []
         for record in self.invocations:
             hop = "-" if record.hop is None else str(record.hop)
-            lines.append(
+            line = (
                 f"{record.kind:<9} hop {hop:>3} attempt {record.attempt} {record.where:<6} "
                 f"t={record.started_s:9.1f}s..{record.ended_s:9.1f}s items={record.items:<6} "
                 f"{record.outcome}"
             )
+            if record.error is not None:
+                line += f" {type(record.error).__name__}: {_cut(str(record.error))}"
+            lines.append(line)
         lines.append(f"status={self.status} result={self.result!r}")
         return "\n".join(lines)
 
@@ -229,8 +235,15 @@ class _SimHooks(ports.Clock, ports.Transport, ports.Observer):
 class LambdaSim:
     """Runs a decorated handler's whole chain of hops in-process on virtual time."""
 
-    def __init__(self, clock: VirtualClock | None = None) -> None:
+    def __init__(
+        self, clock: VirtualClock | None = None, *, store: CheckpointStore | str = "memory"
+    ) -> None:
         self.clock = clock or VirtualClock()
+        self.store = _store_choice(store)
+        """``"memory"`` (default): every run gets a fresh in-memory store, whatever store the
+        handler's decorator names (a production ``S3Store("my-bucket")`` needs no AWS here);
+        ``"handler"``: the handler's own store; or a store to use instead of the handler's."""
+        self._store_used: CheckpointStore | None = None
         self.settings: dict[str, Any] = {}
         self.faults = Faults()
         self.write_latency_s = 0.0
@@ -263,6 +276,7 @@ class LambdaSim:
         retry_delays_s: tuple[float, ...] = (60.0, 120.0),
         faults: Faults | None = None,
         settings: Mapping[str, Any] | None = None,
+        store: CheckpointStore | str | None = None,
         write_latency_s: float = 0.0,
         handoff_latency_s: float = 0.0,
         max_invocations: int = 1000,
@@ -277,7 +291,8 @@ class LambdaSim:
         ``handoff_latency_s`` add virtual time to every checkpoint write and hand-off.
         Escalations to Fargate run as deliveries of kind ``fargate``: a container context with
         a day of remaining time, a leased claim, no Lambda retries; ``fargate_stop_s`` is the
-        time left after a SIGTERM (see ``Faults.sigterm_after_s``).
+        time left after a SIGTERM (see ``Faults.sigterm_after_s``). ``store`` overrides the
+        simulator's ``store`` for this run (``"memory"``, ``"handler"`` or a store).
         """
         if timeout_s <= 0:
             raise ValueError(f"timeout_s={timeout_s!r} must be positive")
@@ -286,6 +301,12 @@ class LambdaSim:
         self._async = AsyncDelivery(retries=retries, retry_delays_s=retry_delays_s)
         self.faults = faults or Faults()
         self.settings = dict(settings or {})
+        choice = self.store if store is None else _store_choice(store)
+        self._store_used = None
+        if "checkpoint" not in self.settings and choice != "handler":
+            used = choice if isinstance(choice, CheckpointStore) else MemoryStore()
+            self._store_used = used
+            self.settings["checkpoint"] = used
         self.write_latency_s = write_latency_s
         self.handoff_latency_s = handoff_latency_s
         self._function_name = function_name
@@ -428,4 +449,18 @@ class LambdaSim:
             checkpoints=list(self._checkpoints),
             dead_letters=list(self._dead),
             clock=self.clock,
+            store=self._store_used,
         )
+
+
+def _store_choice(store: CheckpointStore | str) -> CheckpointStore | str:
+    if store in ("memory", "handler") or isinstance(store, CheckpointStore):
+        return store
+    raise ValueError(
+        f"LambdaSim store={store!r}: use 'memory' (the default), 'handler' (the handler's own "
+        "store) or a CheckpointStore"
+    )
+
+
+def _cut(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

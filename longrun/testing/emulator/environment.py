@@ -27,6 +27,8 @@ class Environments:
         env: dict[str, str] = {}
         if function.store_uri:
             env["LONGRUN_CHECKPOINT_URI"] = function.store_uri
+            # Over the decorator's own store too: the emulator reads its checkpoints there.
+            env["LONGRUN_LOCAL_CHECKPOINT_URI"] = function.store_uri
         if function.max_hops is not None:
             env["LONGRUN_MAX_HOPS"] = str(function.max_hops)
         if function.escalate:
