@@ -389,6 +389,8 @@ class Run:
             )
         loop, saved = self._open_loop(name, key, ordered)
         if hasattr(iterable, "__aiter__") and not hasattr(iterable, "__iter__"):
+            if key is not None:
+                iterable = _aunique_keys(loop, iterable, key, ordered)
             return self._aloop(loop, saved, iterable)
         if key is not None:
             iterable = _unique_keys(loop, iterable, key, ordered)  # type: ignore[arg-type]
@@ -515,11 +517,36 @@ def _unique_keys(
     would resume after the wrong copy and run items again. The check covers the items
     skipped on resume too, so it fails the same way on every hop.
     """
-    seen: set[Any] = set()
-    previous: Any = _MISSING
-    for index, item in enumerate(iterable):
-        token = _as_saved(key_fn(item))
-        if ordered:
+    check = _KeyCheck(loop, key_fn, ordered)
+    for item in iterable:
+        check(item)
+        yield item
+
+
+async def _aunique_keys(
+    loop: _Loop, iterable: AsyncIterable[T], key_fn: Callable[[T], Any], ordered: bool
+) -> AsyncIterator[T]:
+    """:func:`_unique_keys` for an async iterable."""
+    check = _KeyCheck(loop, key_fn, ordered)
+    async for item in iterable:
+        check(item)
+        yield item
+
+
+class _KeyCheck:
+    """Raises LongrunError at the first repeated key (or, ordered, one not ascending)."""
+
+    def __init__(self, loop: _Loop, key_fn: Callable[[Any], Any], ordered: bool) -> None:
+        self.loop, self.key_fn, self.ordered = loop, key_fn, ordered
+        self.seen: set[Any] = set()
+        self.previous: Any = _MISSING
+        self.index = -1
+
+    def __call__(self, item: Any) -> None:
+        self.index += 1
+        index, loop, previous, seen = self.index, self.loop, self.previous, self.seen
+        token = _as_saved(self.key_fn(item))
+        if self.ordered:
             if previous is not _MISSING and not token > previous:
                 raise LongrunError(
                     f"run.iterate loop {shown(loop.path)} (ordered=True): the key "
@@ -527,7 +554,7 @@ def _unique_keys(
                     "Ordered keys must ascend strictly (no repeats): sort the listing, or "
                     "drop ordered=True."
                 )
-            previous = token
+            self.previous = token
         else:
             hashable = token if isinstance(token, (str, int, float, bool)) else repr(token)
             if hashable in seen:
@@ -539,7 +566,6 @@ def _unique_keys(
                     "to the key), or drop key= if the iterable is the same on every hop."
                 )
             seen.add(hashable)
-        yield item
 
 
 def _chain_one(first: T, rest: Iterator[T]) -> Iterator[T]:

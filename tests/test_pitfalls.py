@@ -430,3 +430,22 @@ def test_summary_shows_each_error_with_its_type_and_message() -> None:
     outcome = LambdaSim().run(handler, {}, timeout_s=60, retries=1, retry_delays_s=(1.0,))
     summary = outcome.summary()
     assert summary.count("ValueError: the input file is missing") == 2
+
+
+def test_an_async_keyed_loop_refuses_a_repeated_key_too(tmp_path: Path) -> None:
+    async def listing() -> Any:
+        for key in ["a", "b", "a"]:
+            yield key
+
+    ran: list[str] = []
+
+    @longrun(checkpoint=FileStore(tmp_path))
+    async def handler(event: Any, context: Any) -> None:
+        async for key in current_run().iterate(listing(), key=str):
+            ran.append(key)
+
+    outcome = simulate(handler, {}, timeout_s=60, retries=0)
+    assert "the key 'a' appears again at item 2" in stored(tmp_path, str(outcome.run_id))[
+        "error"
+    ]["message"]
+    assert ran == ["a", "b"]
