@@ -41,7 +41,9 @@ class Recorder(ports.Transport):
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
 
-    def invoke_async(self, function: str, payload: bytes, client: Any) -> None:
+    def invoke_async(
+        self, function: str, payload: bytes, client: Any, *, tenant_id: str | None = None
+    ) -> None:
         self.sent.append(json.loads(payload))
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "ENV_CHECKPOINT_EVERY_S",
     "ENV_CHECKPOINT_URI",
     "ENV_LOCAL_CHECKPOINT_URI",
+    "ENV_TENANT_ID",
     "ENV_DISABLED",
     "ENV_MARGIN_MS",
     "ENV_MAX_HOPS",
@@ -62,6 +63,9 @@ ENV_FARGATE_FUNCTION_NAME = "LONGRUN_FARGATE_FUNCTION_NAME"
 ENV_SAFETY_NET_FUNCTION = "LONGRUN_SAFETY_NET_FUNCTION"
 # Set by longrun in the RunTask overrides; read by the container runner.
 ENV_RUN_ID = "LONGRUN_RUN_ID"
+ENV_TENANT_ID = "LONGRUN_TENANT_ID"
+"""Set in a Fargate task's overrides for a run of a tenant-isolated function: the runner's
+context reports it as ``tenant_id``, so the task's hand-offs carry it too."""
 ENV_HOP = "LONGRUN_HOP"
 ENV_HANDLER = "LONGRUN_HANDLER"
 ENV_FUNCTION_NAME = "LONGRUN_FUNCTION_NAME"

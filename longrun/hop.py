@@ -116,6 +116,14 @@ class Caller:
         lease = getattr(context, "longrun_lease_s", None)
         self.lease_s: float | None = float(lease) if isinstance(lease, (int, float)) else None
         self._remaining = remaining_time(context)  # a context that cannot time a hop: here
+        tenant = getattr(context, "tenant_id", None)
+        if tenant is not None and not isinstance(tenant, str):
+            raise LongrunError(
+                f"context.tenant_id is a {type(tenant).__name__} ({shown(tenant, 60)}), not a "
+                "string: longrun invokes every hop of a tenant-isolated function with it."
+            )
+        self.tenant_id: str | None = tenant or None
+        """The tenant this invocation serves (per-tenant isolation mode), if any."""
 
     def claim(self, now: int) -> Claim:
         """This invocation's lease: until its deadline, or for ``lease_s`` when it has none
@@ -132,8 +140,9 @@ class Caller:
     def hop_entry(self, hop: int, attempt: int, now: int) -> HopEntry:
         return HopEntry(hop, attempt, self.where, self.request_id, started_ms=now)
 
-    def send(self, run_id: str, hop: int) -> None:
-        """Invoke this function asynchronously with the envelope of ``hop``."""
+    def send(self, run_id: str, hop: int, *, tenant_id: str | None = None) -> None:
+        """Invoke this function asynchronously with the envelope of ``hop`` (as the run's
+        tenant, for a function in per-tenant isolation mode)."""
         if not self.function:
             raise _no_function(run_id)
         start = self.clock.mono()
@@ -142,6 +151,7 @@ class Caller:
                 str(self.function),
                 json.dumps(make_envelope(run_id, hop)).encode(),
                 self.lambda_client,
+                tenant_id=tenant_id or self.tenant_id,
             )
         except Exception as exc:
             if _error_code(exc) == "RecursiveInvocationException":
@@ -163,7 +173,8 @@ class Caller:
         run_id = writer.loaded.checkpoint.run_id
         if escalate is None:  # callers check first; kept for the type checker and for safety
             raise EscalationFailed(f"run {run_id}: no Fargate target is configured")
-        task_arn = self.transport.start_task(escalate, run_id, hop)
+        tenant = writer.loaded.checkpoint.tenant_id or self.tenant_id
+        task_arn = self.transport.start_task(escalate, run_id, hop, tenant_id=tenant)
         with writer.lock:
             stored = writer.stored()
             escalation = stored.escalation or Escalation(reason="escalation", hop=hop)
@@ -387,7 +398,7 @@ class ClaimedHop:
             "continue", Status.CONTINUED, outcome=Status.CONTINUED.value, claim=None, next="lambda"
         )
         try:
-            self.caller.send(run.id, next_hop)
+            self.caller.send(run.id, next_hop, tenant_id=self.writer.loaded.checkpoint.tenant_id)
         except RecursionStopped as exc:
             if self.settings.escalate is not None:
                 return self._escalate(next_hop, "recursive loop detection", after_continue=True)

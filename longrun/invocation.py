@@ -99,6 +99,7 @@ class Invocation(Caller):
             origin_request_id=self.request_id,
             function=self.function,
             claim=self.claim(now),
+            tenant_id=self.tenant_id,
         )
         clock, observer = self.clock, self.ports.observer
         start = clock.mono()
@@ -202,7 +203,7 @@ class Invocation(Caller):
             "run %s hop %d: retried after its checkpoint; re-sending hop %d", run_id, hop, hop + 1
         )
         try:
-            self.send(run_id, hop + 1)
+            self.send(run_id, hop + 1, tenant_id=loaded.checkpoint.tenant_id)
         except RecursionStopped as exc:
             writer = Writer(self.store, self.ports, loaded)
             with contextlib.suppress(CheckpointConflict):

@@ -54,17 +54,24 @@ class Transport:
     """The last hand-off duration measured in this process: async self-invocations often
     land on a warm instance of the same function, so the next hop starts with it."""
 
-    def invoke_async(self, function: str, payload: bytes, client: Any) -> None:
-        """Deliver ``payload`` as an asynchronous invocation of ``function``."""
+    def invoke_async(
+        self, function: str, payload: bytes, client: Any, *, tenant_id: str | None = None
+    ) -> None:
+        """Deliver ``payload`` as an asynchronous invocation of ``function`` (for a function
+        in per-tenant isolation mode, as ``tenant_id``)."""
         from .handoff.lambda_invoke import invoke_async
 
-        invoke_async(function, payload, client=client)
+        invoke_async(function, payload, client=client, tenant_id=tenant_id)
 
-    def start_task(self, settings: FargateSettings, run_id: str, hop: int) -> str:
+    def start_task(
+        self, settings: FargateSettings, run_id: str, hop: int, *, tenant_id: str | None = None
+    ) -> str:
         """Start the Fargate task of hop ``hop``; returns its ARN."""
+        from .config import ENV_TENANT_ID
         from .handoff.fargate import start_task
 
-        return start_task(settings, run_id, hop)
+        extra = {ENV_TENANT_ID: tenant_id} if tenant_id else None
+        return start_task(settings, run_id, hop, extra_env=extra)
 
 
 class Observer:

@@ -103,7 +103,8 @@ def resume_in_fargate(
     if loaded is None:
         return _skipped(run_id, why, busy)
     hop = loaded.checkpoint.hop + 1
-    task_arn = ports.transport.start_task(target, run_id, hop)
+    tenant = loaded.checkpoint.tenant_id
+    task_arn = ports.transport.start_task(target, run_id, hop, tenant_id=tenant)
     stored = loaded.checkpoint.replace(escalation=Escalation(reason, hop, task_arn))
     with contextlib.suppress(CheckpointConflict):  # lost only if the task claimed it already
         store.replace(stored, loaded.token)
@@ -132,5 +133,7 @@ def resume_in_lambda(
         return _skipped(run_id, why, busy)
     hop = loaded.checkpoint.hop + 1
     payload = json.dumps(make_envelope(run_id, hop)).encode()
-    ports.transport.invoke_async(str(target), payload, lambda_client)
+    ports.transport.invoke_async(
+        str(target), payload, lambda_client, tenant_id=loaded.checkpoint.tenant_id
+    )
     return Resumed(run_id, "invoked", "resumed", hop=hop)

@@ -54,6 +54,7 @@ from .config import (
     ENV_HANDLER,
     ENV_HOP,
     ENV_RUN_ID,
+    ENV_TENANT_ID,
     RunnerSettings,
     environment,
     resolve_runner,
@@ -96,6 +97,8 @@ class ContainerContext:
         self.log_stream_name = ""
         self.identity = None
         self.client_context = None
+        self.tenant_id = environment().get(ENV_TENANT_ID) or None
+        """The run's tenant (per-tenant isolation mode), from the task's overrides."""
         self.stopping = False
 
     def get_remaining_time_in_millis(self) -> int:

@@ -131,11 +131,11 @@ def test_escalation_failure_keeps_progress_and_lambda_retry_resumes(longrun_sim:
 
         start_task = sim_module._SimHooks.start_task
 
-        def failing(self: Any, settings: Any, run_id: str, hop: int) -> str:
+        def failing(self: Any, settings: Any, run_id: str, hop: int, **kw: Any) -> str:
             attempts.append(hop)
             if len(attempts) == 1:
                 raise EscalationFailed("ecs.run_task started no task: RESOURCE:ENI")
-            return start_task(self, settings, run_id, hop)
+            return start_task(self, settings, run_id, hop, **kw)
 
         sim_module._SimHooks.start_task = failing  # type: ignore[method-assign]
         try:

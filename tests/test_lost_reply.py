@@ -171,11 +171,11 @@ def _fail_handoff_once(monkeypatch: pytest.MonkeyPatch, hop: int) -> None:
     original = sim_module._SimHooks.invoke_async
     pending = [hop]
 
-    def invoke_async(self: Any, function: str, payload: bytes, client: Any) -> None:
+    def invoke_async(self: Any, function: str, payload: bytes, client: Any, **kw: Any) -> None:
         if pending and json.loads(payload)["longrun"]["hop"] == pending[0] + 1:
             pending.clear()
             raise RuntimeError("TooManyRequestsException: injected hand-off failure")
-        original(self, function, payload, client)
+        original(self, function, payload, client, **kw)
 
     monkeypatch.setattr(sim_module._SimHooks, "invoke_async", invoke_async)
 

@@ -40,16 +40,21 @@ def default_client() -> Any:
     return _client
 
 
-def invoke_async(function: str, payload: bytes, *, client: Any = None) -> None:
+def invoke_async(
+    function: str, payload: bytes, *, client: Any = None, tenant_id: str | None = None
+) -> None:
     """Queue ``payload`` as an asynchronous invocation of ``function``.
 
-    Raises the client's error (``RecursiveInvocationException`` among them) unchanged; the
-    caller decides what each means.
+    ``tenant_id``: a function in per-tenant isolation mode must be invoked with the tenant
+    (``X-Amz-Tenant-Id``), async invocations included. Raises the client's error
+    (``RecursiveInvocationException`` among them) unchanged; the caller decides what each
+    means.
     """
     if len(payload) > MAX_ASYNC_PAYLOAD:  # cannot happen with an envelope; guard the contract
         raise ValueError(f"async payload of {len(payload)} bytes exceeds {MAX_ASYNC_PAYLOAD}")
+    tenant = {"TenantId": tenant_id} if tenant_id else {}
     response = (client or default_client()).invoke(
-        FunctionName=function, InvocationType="Event", Payload=payload
+        FunctionName=function, InvocationType="Event", Payload=payload, **tenant
     )
     status = response.get("StatusCode")
     if status != 202:

@@ -208,6 +208,8 @@ class Checkpoint:
     error: ErrorRecord | None = None
     next: str | None = None
     escalation: Escalation | None = None
+    tenant_id: str | None = None
+    """The tenant of a function in per-tenant isolation mode: every hop is invoked with it."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> Checkpoint:
@@ -246,6 +248,7 @@ class Checkpoint:
             "error": None if self.error is None else self.error.to_json(),
             "next": self.next,
             "escalation": None if self.escalation is None else self.escalation.to_json(),
+            "tenant_id": self.tenant_id,
         }
         for key, value in self.extra.items():
             doc.setdefault(key, value)

@@ -30,7 +30,7 @@ _KNOWN = frozenset(
     {
         "format", "seq", "write_id", "run_id", "status", "hop", "origin_request_id",
         "function", "created_ms", "updated_ms", "claim", "event", "state", "cursors",
-        "timing", "hops", "result", "result_note", "error", "next", "escalation",
+        "timing", "hops", "result", "result_note", "error", "next", "escalation", "tenant_id",
     }
 )  # fmt: skip
 
@@ -268,6 +268,7 @@ def _from_json(document: Any, expected_run_id: str | None) -> Checkpoint:
         error=_error(doc.get("error")),
         next=_choice(doc, "next", "", NEXT),
         escalation=_escalation(doc.get("escalation")),
+        tenant_id=_str(doc, "tenant_id", "", optional=True),
         extra={k: v for k, v in doc.items() if k not in _KNOWN},
     )
 

@@ -22,8 +22,11 @@ class FakeContext:
         region: str = "us-east-1",
         account: str = "123456789012",
         memory_mb: int = 1024,
+        tenant_id: str | None = None,
     ) -> None:
         self._clock = clock
+        self.tenant_id = tenant_id
+        """The tenant of an invocation of a tenant-isolated function (Lambda sets it)."""
         self.deadline_s = clock.now + timeout_s
         self.function_name = function_name
         self.function_version = "$LATEST"

@@ -39,6 +39,8 @@ class Delivery:
     not_before: float = 0.0
     function: str = ""
     first_kind: str = ""
+    tenant_id: str | None = None
+    """``X-Amz-Tenant-Id`` of the Invoke that queued it (per-tenant isolation mode)."""
 
     def __post_init__(self) -> None:
         if not self.first_kind:

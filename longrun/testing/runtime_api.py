@@ -89,6 +89,8 @@ class RuntimeInvocation:
     trace_id: str
     client_context: str | None = None
     cognito_identity: str | None = None
+    tenant_id: str | None = None
+    """``Lambda-Runtime-Aws-Tenant-Id``: the tenant of a tenant-isolated function's request."""
     delivered_ms: int | None = None
     """Epoch ms when ``next`` handed it out (the start of the invoke phase)."""
     deadline_ms: int | None = None
@@ -207,6 +209,7 @@ class RuntimeApi(BackgroundHTTPServer):
         trace: str | None = None,
         client_context: str | None = None,
         cognito_identity: str | None = None,
+        tenant_id: str | None = None,
     ) -> RuntimeInvocation:
         """Queue an invocation for the runtime's next ``next``."""
         invocation = RuntimeInvocation(
@@ -217,6 +220,7 @@ class RuntimeApi(BackgroundHTTPServer):
             trace_id=trace or trace_id(),
             client_context=client_context,
             cognito_identity=cognito_identity,
+            tenant_id=tenant_id,
         )
         with self._cond:
             if request_id in self._by_id:
@@ -369,6 +373,8 @@ def _make_handler(api: RuntimeApi) -> type[BaseHTTPRequestHandler]:
                 headers["Lambda-Runtime-Client-Context"] = invocation.client_context
             if invocation.cognito_identity is not None:
                 headers["Lambda-Runtime-Cognito-Identity"] = invocation.cognito_identity
+            if invocation.tenant_id is not None:
+                headers["Lambda-Runtime-Aws-Tenant-Id"] = invocation.tenant_id
             self._send(200, invocation.payload, headers)
 
         def do_POST(self) -> None:

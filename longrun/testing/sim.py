@@ -209,15 +209,25 @@ class _SimHooks(ports.Clock, ports.Transport, ports.Observer):
         self.record.where = run.where
         self.record.ran_user_code = True
 
-    def start_task(self, settings: Any, run_id: str, hop: int) -> str:
+    def start_task(
+        self, settings: Any, run_id: str, hop: int, *, tenant_id: str | None = None
+    ) -> str:
         arn = f"arn:aws:ecs:us-east-1:123456789012:task/sim/{uuid.uuid4().hex}"
         self.sim.tasks.append({"task_arn": arn, "run_id": run_id, "hop": hop})
         self.sim._queue.append(
-            Delivery(make_envelope(run_id, hop), f"fargate-{uuid.uuid4()}", 1, "fargate")
+            Delivery(
+                make_envelope(run_id, hop),
+                f"fargate-{uuid.uuid4()}",
+                1,
+                "fargate",
+                tenant_id=tenant_id,
+            )
         )
         return arn
 
-    def invoke_async(self, function: str, payload: bytes, client: Any) -> None:
+    def invoke_async(
+        self, function: str, payload: bytes, client: Any, *, tenant_id: str | None = None
+    ) -> None:
         sim = self.sim
         if sim.handoff_latency_s:
             sim.clock.advance(sim.handoff_latency_s)
@@ -229,7 +239,7 @@ class _SimHooks(ports.Clock, ports.Transport, ports.Observer):
         if hop_from in sim.faults.crash_before_handoff:
             sim.faults.crash_before_handoff.discard(hop_from)
             raise SimulatedCrash(f"injected crash before handing off hop {hop_from + 1}")
-        sim._queue.append(Delivery(event, str(uuid.uuid4()), 1, "hop"))
+        sim._queue.append(Delivery(event, str(uuid.uuid4()), 1, "hop", tenant_id=tenant_id))
 
 
 class LambdaSim:
@@ -277,6 +287,7 @@ class LambdaSim:
         faults: Faults | None = None,
         settings: Mapping[str, Any] | None = None,
         store: CheckpointStore | str | None = None,
+        tenant_id: str | None = None,
         write_latency_s: float = 0.0,
         handoff_latency_s: float = 0.0,
         max_invocations: int = 1000,
@@ -293,6 +304,8 @@ class LambdaSim:
         a day of remaining time, a leased claim, no Lambda retries; ``fargate_stop_s`` is the
         time left after a SIGTERM (see ``Faults.sigterm_after_s``). ``store`` overrides the
         simulator's ``store`` for this run (``"memory"``, ``"handler"`` or a store).
+        ``tenant_id``: the first invocation's tenant (a function in per-tenant isolation
+        mode); hand-offs that carry it deliver it again.
         """
         if timeout_s <= 0:
             raise ValueError(f"timeout_s={timeout_s!r} must be positive")
@@ -310,7 +323,7 @@ class LambdaSim:
         self.write_latency_s = write_latency_s
         self.handoff_latency_s = handoff_latency_s
         self._function_name = function_name
-        self._queue = deque([Delivery(event, str(uuid.uuid4()))])
+        self._queue = deque([Delivery(event, str(uuid.uuid4()), tenant_id=tenant_id)])
         self._records, self._checkpoints, self._dead = [], [], []
         self._writes = 0
         self.tasks = []
@@ -341,6 +354,7 @@ class LambdaSim:
             timeout_s=self.fargate_max_s if fargate else self._timeout_s,
             function_name=self._function_name,
             request_id=delivery.request_id,
+            tenant_id=delivery.tenant_id,
         )
         if fargate:
             context.longrun_where = "fargate"

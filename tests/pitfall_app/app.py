@@ -34,6 +34,10 @@ def handler(event, context):
         for key in run.iterate(keys):
             _did(mode, key)
             time.sleep(0.05)
+    elif mode == "tenant":  # every hop records the tenant its context reports
+        for i in run.iterate(range(30)):
+            _did(mode, f"{i}:{context.tenant_id}")
+            time.sleep(0.05)
     elif mode == "bad_state":  # replaces run.state by a list in the second hop
         for i in run.iterate(range(40)):
             _did(mode, i)

@@ -87,6 +87,7 @@ class InvocationRunner:
                 delivery.event,
                 function_arn=function.arn,
                 timeout_s=function.timeout_s,
+                tenant_id=delivery.tenant_id,
             )
             try:
                 self._supervise(function, api, invocation, process, record, spawned)

@@ -56,6 +56,7 @@ class Invoker:
         *,
         sync: bool = False,
         timeout: float | None = None,
+        tenant_id: str | None = None,
     ) -> Any:
         """Invoke ``function``: see :meth:`LocalLambda.invoke`."""
         name = function.name if isinstance(function, LocalFunction) else function
@@ -67,6 +68,7 @@ class Invoker:
             headers={
                 "X-Amz-Invocation-Type": "RequestResponse" if sync else "Event",
                 "Content-Type": "application/json",
+                **({"X-Amz-Tenant-Id": tenant_id} if tenant_id else {}),
             },
         )
         wait = timeout or (self._core.functions[name].timeout_s + self._core.init_timeout_s + 30)
@@ -96,6 +98,7 @@ class Invoker:
             kind=kind,
             not_before=time.monotonic(),
             function=function.name,
+            tenant_id=request.headers.get("X-Amz-Tenant-Id"),
         )
         self._enqueue(delivery)
         with self._core.cond:
@@ -116,6 +119,7 @@ class Invoker:
             kind="sync",
             not_before=time.monotonic(),
             function=function.name,
+            tenant_id=request.headers.get("X-Amz-Tenant-Id"),
         )
         with self._core.cond:
             self._active_invocations += 1

@@ -224,8 +224,10 @@ class LocalLambda(StartStop):
         *,
         sync: bool = False,
         timeout: float | None = None,
+        tenant_id: str | None = None,
     ) -> Any:
-        """Invoke through the Invoke API as a client would.
+        """Invoke through the Invoke API as a client would (``tenant_id``: as a tenant of a
+        function in per-tenant isolation mode, ``X-Amz-Tenant-Id``).
 
         Async (``Event``, the default): returns the request id, which is also the run id
         of a ``@longrun`` handler's new run (unless it has ``run_id=``). Sync
@@ -233,7 +235,9 @@ class LocalLambda(StartStop):
         :class:`FunctionError`. An API error (payload too large, ...) raises
         :class:`LongrunError` with Lambda's error code.
         """
-        return self._invoker.invoke(function, event, sync=sync, timeout=timeout)
+        return self._invoker.invoke(
+            function, event, sync=sync, timeout=timeout, tenant_id=tenant_id
+        )
 
     # -- waiting and reporting ----------------------------------------------------------------
 
