@@ -18,6 +18,7 @@ import logging
 import threading
 import traceback
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -60,6 +61,34 @@ __all__ = ["Caller", "ClaimedHop", "DetachedHop", "Response", "Writer", "failed"
 log = logging.getLogger("longrun")
 
 Response = dict[str, Any]
+
+
+class HandoffTimes:
+    """The last hand-off duration measured in this process, per run.
+
+    Async self-invocations often land on a warm instance of the same function, so a run's
+    next hop starts with the cost its previous hop measured. Keyed by run id (a process may
+    serve several runs at once: Lambda Managed Instances) and bounded.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._times: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, run_id: str, seconds: float) -> None:
+        with self._lock:
+            self._times[run_id] = seconds
+            self._times.move_to_end(run_id)
+            while len(self._times) > self._size:
+                self._times.popitem(last=False)
+
+    def get(self, run_id: str) -> float | None:
+        with self._lock:
+            return self._times.get(run_id)
+
+
+HANDOFFS = HandoffTimes()
 
 
 class Writer:
@@ -165,7 +194,7 @@ class Caller:
                 f"run {run_id}: checkpoint saved but starting hop {hop} failed: {exc}. "
                 "Lambda's retry of this invocation resumes the run from this checkpoint."
             ) from exc
-        self.transport.last_handoff_s = self.clock.mono() - start
+        HANDOFFS.put(run_id, self.clock.mono() - start)
 
     def start_task(self, writer: Writer, hop: int) -> str:
         """RunTask for ``hop``, then record its ARN (a lost race there is harmless)."""
@@ -209,8 +238,9 @@ class ClaimedHop:
         )
         if writer.write_s is not None:  # the claim just written
             timer.note_write(writer.write_s)
-        if self.transport.last_handoff_s is not None:
-            timer.note_handoff(self.transport.last_handoff_s)
+        handoff_s = HANDOFFS.get(checkpoint.run_id)
+        if handoff_s is not None:
+            timer.note_handoff(handoff_s)
         run_deadline = None
         if settings.max_run_seconds is not None:
             elapsed_s = (self.clock.wall_ms() - checkpoint.created_ms) / 1000.0

@@ -50,10 +50,6 @@ class Clock:
 class Transport:
     """How a run reaches its next hop: an async Lambda invoke or a Fargate task."""
 
-    last_handoff_s: float | None = None
-    """The last hand-off duration measured in this process: async self-invocations often
-    land on a warm instance of the same function, so the next hop starts with it."""
-
     def invoke_async(
         self, function: str, payload: bytes, client: Any, *, tenant_id: str | None = None
     ) -> None:

@@ -169,14 +169,6 @@ class _SimHooks(ports.Clock, ports.Transport, ports.Observer):
         self.run: Run | None = None
         self.duplicated = False
 
-    @property
-    def last_handoff_s(self) -> float | None:
-        return self.sim._last_handoff_s
-
-    @last_handoff_s.setter
-    def last_handoff_s(self, value: float | None) -> None:
-        self.sim._last_handoff_s = value
-
     def wall_ms(self) -> int:
         return self.sim.clock.wall_ms()
 
@@ -268,7 +260,6 @@ class LambdaSim:
         self.fargate_max_s = 86400.0
         self.fargate_lease_s = 600.0
         self.fargate_stop_s = 20.0
-        self._last_handoff_s: float | None = None
         self._run_id: str | None = None
         self._handler: Callable[..., Any] | None = None
         self._timeout_s = 900.0
