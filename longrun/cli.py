@@ -3,7 +3,7 @@
     longrun list   [--store URI]
     longrun status [--store URI] RUN_ID
     longrun cancel [--store URI] RUN_ID
-    longrun resume [--store URI] RUN_ID [--fargate] [--function ARN]
+    longrun resume [--store URI] RUN_ID [--fargate] [--function ARN] [--force]
     longrun local  FILE.py:handler|package.module:handler [--event FILE] [--timeout S]
                    [--max-hops N] [--store s3://BUCKET/PREFIX/] [--json] [--retries N]
                    [--duplicate-rate R] [--seed S] [--env NAME=VALUE] [--no-fargate] [--logs]
@@ -45,15 +45,17 @@ def _summary(document: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def _resume(store: CheckpointStore, run_id: str, *, fargate: bool, function: str | None) -> int:
+def _resume(
+    store: CheckpointStore, run_id: str, *, fargate: bool, function: str | None, force: bool
+) -> int:
     from .resume import resume_in_fargate, resume_in_lambda
 
     if fargate:
         target = resolve_fargate(True)
         assert target is not None
-        done = resume_in_fargate(store, target, run_id, reason="longrun resume")
+        done = resume_in_fargate(store, target, run_id, reason="longrun resume", force=force)
     else:
-        done = resume_in_lambda(store, run_id, function=function)
+        done = resume_in_lambda(store, run_id, function=function, force=force)
     print(json.dumps({k: v for k, v in vars(done).items() if v is not None}))
     # 3: nothing to do (finished, already handed off); 4: a live claim, try after its lease.
     return {"skipped": 3, "busy": 4}.get(done.action, 0)
@@ -211,6 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--fargate", action="store_true", help="in a Fargate task (LONGRUN_FARGATE_* settings)"
     )
     resume.add_argument("--function", help="function to invoke (default: the run's own)")
+    resume.add_argument(
+        "--force",
+        action="store_true",
+        help="also take over a run escalated to a task you know is gone (never a live claim)",
+    )
     _local_parser(commands)
     args = parser.parse_args(argv)
     try:
@@ -227,7 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             document = store.cancel(args.run_id)
             print(f"run {args.run_id}: {document['status']}")
         else:
-            return _resume(store, args.run_id, fargate=args.fargate, function=args.function)
+            return _resume(
+                store, args.run_id, fargate=args.fargate, function=args.function, force=args.force
+            )
     except LongrunError as exc:
         print(f"longrun: {exc}", file=sys.stderr)
         return 2

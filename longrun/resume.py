@@ -47,6 +47,9 @@ def _take_over(
     status: Status,
     next_: str,
     reason: str,
+    *,
+    stopped_task: str | None = None,
+    force: bool = False,
 ) -> tuple[Loaded | None, str, bool]:
     """Mark the run handed off to hop+1 (conditional write); ``None``, why and whether a
     live claim was in the way if not."""
@@ -56,7 +59,7 @@ def _take_over(
             raise RunNotFound(f"cannot resume: {store.describe(store.key(run_id))} does not exist.")
         now = ports.clock.wall_ms()
         checkpoint = loaded.checkpoint
-        why_not = why_not_resumable(checkpoint, now)
+        why_not = why_not_resumable(checkpoint, now, stopped_task=stopped_task, force=force)
         if why_not:
             return None, why_not, holds_live_claim(checkpoint, now)
         taken = checkpoint.replace(
@@ -91,15 +94,28 @@ def resume_in_fargate(
     *,
     reason: str = "resumed",
     ports: Ports | None = None,
+    stopped_task: str | None = None,
+    force: bool = False,
 ) -> Resumed:
     """Escalate ``run_id`` to a Fargate task, unless it is live, finished or already there.
 
     A run whose hop holds a live claim is left alone (``action="busy"``): a duplicate
     delivery that failed with ClaimBusy looks exactly like a hop that died early, and only
-    the lease's expiry tells them apart.
+    the lease's expiry tells them apart. ``stopped_task``: the id of a task ECS reported
+    STOPPED; its claim or its pending escalation is dead and is taken over. ``force``: take
+    over a run escalated to a task that is known to be gone (``longrun resume --force``).
     """
     ports = ports or active()
-    loaded, why, busy = _take_over(store, run_id, ports, Status.ESCALATED, "fargate", reason)
+    loaded, why, busy = _take_over(
+        store,
+        run_id,
+        ports,
+        Status.ESCALATED,
+        "fargate",
+        reason,
+        stopped_task=stopped_task,
+        force=force,
+    )
     if loaded is None:
         return _skipped(run_id, why, busy)
     hop = loaded.checkpoint.hop + 1
@@ -119,8 +135,10 @@ def resume_in_lambda(
     function: str | None = None,
     lambda_client: Any = None,
     ports: Ports | None = None,
+    force: bool = False,
 ) -> Resumed:
-    """Continue ``run_id`` with a new asynchronous invocation of its function."""
+    """Continue ``run_id`` with a new asynchronous invocation of its function (``force``:
+    also a run escalated to a task that is known to be gone)."""
     ports = ports or active()
     loaded = store.load(run_id)
     if loaded is None:
@@ -128,7 +146,9 @@ def resume_in_lambda(
     target = function or loaded.checkpoint.function
     if not target:
         return Resumed(run_id, "skipped", "the checkpoint names no function: pass one")
-    loaded, why, busy = _take_over(store, run_id, ports, Status.CONTINUED, "lambda", "resumed")
+    loaded, why, busy = _take_over(
+        store, run_id, ports, Status.CONTINUED, "lambda", "resumed", force=force
+    )
     if loaded is None:
         return _skipped(run_id, why, busy)
     hop = loaded.checkpoint.hop + 1

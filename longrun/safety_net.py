@@ -41,8 +41,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import ports as _ports
-from .checkpoint import parse_envelope, validate_run_id
+from .checkpoint import make_envelope, parse_envelope, validate_run_id
 from .config import (
+    ENV_HOP,
+    ENV_RUN_ID,
     ENV_SAFETY_NET_FUNCTION,
     FargateSettings,
     env_store,
@@ -78,6 +80,10 @@ class _Malformed(Exception):
     """A record the safety net cannot understand: logged and dropped (redelivery won't help)."""
 
 
+class _NothingToDo(Exception):
+    """A well-formed record that asks for nothing (a task that exited 0): reported, skipped."""
+
+
 class _Busy(LongrunError):
     """Another delivery of the same event is starting its task right now."""
 
@@ -91,6 +97,8 @@ class _Failure:
     function: str | None
     why: str
     """The destination's ``condition`` or the DLQ's ``ErrorCode``/``ErrorMessage``."""
+    stopped_task: str | None = None
+    """For an ECS task state change: the id of the task that stopped (its claim is dead)."""
 
 
 def _env() -> Mapping[str, str]:
@@ -147,9 +155,67 @@ def _from_destination_record(record: dict[str, Any]) -> _Failure:
     )
 
 
+def _is_task_event(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and value.get("source") == "aws.ecs"
+        and value.get("detail-type") == "ECS Task State Change"
+    )
+
+
+def _from_task_event(event: dict[str, Any]) -> _Failure:
+    """An EventBridge ``ECS Task State Change``: a longrun task that stopped without handing
+    the run on (out of memory, a host failure, an image that could not be pulled).
+
+    The run and hop come from the task's container overrides (``LONGRUN_RUN_ID``,
+    ``LONGRUN_HOP``). A task whose containers all exited 0 finished its part (the runner
+    exits 0 for done, continued in a replacement, or not its run): nothing to do.
+    """
+    detail = event.get("detail")
+    if not isinstance(detail, dict):
+        raise _Malformed("an ECS task state change without a detail object")
+    status = detail.get("lastStatus")
+    if status != "STOPPED":
+        raise _NothingToDo(f"ECS task state change to {status}: only STOPPED tasks matter")
+    env: dict[str, str] = {}
+    for container in (detail.get("overrides") or {}).get("containerOverrides") or []:
+        for pair in container.get("environment") or [] if isinstance(container, dict) else []:
+            if isinstance(pair, dict) and isinstance(pair.get("name"), str):
+                env[pair["name"]] = str(pair.get("value"))
+    task_arn = str(detail.get("taskArn") or "")
+    task_id = task_arn.rsplit("/", 1)[-1]
+    run_id, hop = env.get(ENV_RUN_ID), env.get(ENV_HOP)
+    if not run_id or not hop or not hop.isdigit() or not task_id:
+        raise _NothingToDo(
+            f"ECS task {task_arn or '?'} is not a longrun run's task (no {ENV_RUN_ID} and "
+            f"{ENV_HOP} in its overrides)"
+        )
+    exits = [c.get("exitCode") for c in detail.get("containers") or [] if isinstance(c, dict)]
+    if exits and all(code == 0 for code in exits):
+        raise _NothingToDo(f"ECS task {task_id} of run {run_id} exited 0: it handed the run on")
+    why = (
+        f"ECS task {task_id} stopped ({detail.get('stopCode') or 'no stop code'}: "
+        f"{_cut(str(detail.get('stoppedReason') or ''))}; exit codes {exits})"
+    )
+    return _Failure(
+        payload=make_envelope(run_id, int(hop)),
+        request_id=None,
+        function=None,
+        why=why,
+        stopped_task=task_id,
+    )
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _from_message(body: Any, attributes: Mapping[str, str | None], what: str) -> _Failure:
-    """An SQS body or SNS message: a destination record, or a dead letter (the raw event)."""
+    """An SQS body or SNS message: a destination record, an ECS task state change, or a dead
+    letter (the raw event)."""
     value = _json(body, what)
+    if _is_task_event(value):  # an EventBridge rule delivering to the queue
+        return _from_task_event(value)
     if (
         isinstance(value, dict)
         and value.get("Type") == "Notification"
@@ -236,6 +302,8 @@ def _records(event: Any) -> list[_Record]:
         return records
     if _is_destination_record(event):
         return [_Record("lambda", None, lambda: _from_destination_record(event))]
+    if _is_task_event(event):
+        return [_Record("eventbridge", event.get("id"), lambda: _from_task_event(event))]
     if (
         isinstance(event, dict)
         and event.get("source") == "lambda"
@@ -417,6 +485,7 @@ def _handle(failure: _Failure, message_id: str | None, config: _Config) -> dict[
             run_id,
             reason=reason,
             ports=ports,
+            stopped_task=failure.stopped_task,
         )
         if resumed.action == "busy":
             # The hop that failed (or a duplicate of it) still holds a live lease: it may be
@@ -469,6 +538,8 @@ def process(
             result.update(_handle(failure, record.message_id, config))
         except _Malformed as exc:
             result.update(action="malformed", reason=str(exc))
+        except _NothingToDo as exc:
+            result.update(action="skipped", reason=str(exc))
         except Exception as exc:
             result.update(action="error", reason=f"{type(exc).__name__}: {exc}")
             if record.source == "sqs" and record.message_id:

@@ -138,3 +138,37 @@ def test_store_is_accepted_before_or_after_the_subcommand(tmp_path: Path) -> Non
     # Given twice, the later one wins: here an empty store, which holds no run.
     empty = tmp_path / "empty"
     assert cli("--store", uri, "list", "--store", f"file://{empty}").stdout == ""
+
+
+def test_resume_force_takes_over_a_run_escalated_to_a_task_that_is_gone(tmp_path: Path) -> None:
+    from longrun.protocol import Checkpoint, Escalation, HopEntry, Status
+    from longrun.testing.invoke_endpoint import InvokeEndpoint
+
+    store = FileStore(tmp_path)
+    arn = "arn:aws:ecs:us-east-1:123456789012:task/jobs/0123456789abcdef"
+    store.create(
+        Checkpoint(
+            run_id="stranded",
+            status=Status.ESCALATED,
+            hop=2,
+            created_ms=1,
+            updated_ms=2,
+            event={},
+            state={"done": 5},
+            cursors={},
+            hops=(HopEntry(2, 1, "lambda", "req-2", started_ms=1, outcome="escalated"),),
+            function="arn:aws:lambda:us-east-1:123456789012:function:job",
+            escalation=Escalation("hop budget used up", 3, arn),
+        )
+    )
+    with InvokeEndpoint() as endpoint:
+        env = {"AWS_ENDPOINT_URL_LAMBDA": endpoint.url}
+        refused = cli("resume", "stranded", "--store", f"file://{tmp_path}", env=env)
+        assert refused.returncode == 3 and arn in json.loads(refused.stdout)["reason"]
+        assert endpoint.events == []
+        forced = cli("resume", "stranded", "--force", "--store", f"file://{tmp_path}", env=env)
+        assert forced.returncode == 0, forced.stderr
+        assert [e.json() for e in endpoint.events] == [
+            {"longrun": {"v": 1, "run_id": "stranded", "hop": 3}}
+        ]
+    assert store.status("stranded")["status"] == "continued"

@@ -363,18 +363,44 @@ def test_failed_hops_go_to_the_queue_the_safety_net_consumes() -> None:
     for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
         (statement,) = allowing("SafetyNetRole", action)
         assert statement["Resource"] == queue
-    # Only the function may put a record in the queue (each one can start a Fargate task).
+    # Only the function and the task-stopped rule may put a record in the queue (each one
+    # can start a Fargate task).
+    rule_arn = {"Fn::GetAtt": ["TaskStoppedRule", "Arn"]}
     (policy,) = resources("AWS::SQS::QueuePolicy").values()
     assert policy["Properties"]["Queues"] == [{"Ref": "FailureQueue"}]
-    (deny,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    deny, allow = policy["Properties"]["PolicyDocument"]["Statement"]
     assert deny["Effect"] == "Deny" and deny["Action"] == "sqs:SendMessage"
+    assert deny["Principal"] == "*"
     assert deny["Condition"] == {
-        "ArnNotEquals": {"aws:PrincipalArn": {"Fn::GetAtt": ["EtlFunctionRole", "Arn"]}}
+        "ArnNotEquals": {
+            "aws:PrincipalArn": {"Fn::GetAtt": ["EtlFunctionRole", "Arn"]},
+            "aws:SourceArn": rule_arn,
+        }
     }
+    assert allow["Effect"] == "Allow" and allow["Action"] == "sqs:SendMessage"
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"}
+    assert allow["Condition"] == {"ArnEquals": {"aws:SourceArn": rule_arn}}
     # The same LONGRUN_* settings as the function it watches.
     assert function_env("SafetyNetFunction") == function_env("EtlFunction")
     # Lambda wants a visibility timeout of at least the consumer's timeout.
     assert props("FailureQueue")["VisibilityTimeout"] >= 6 * safety["Timeout"]
+
+
+def test_stopped_worker_tasks_reach_the_safety_net() -> None:
+    """A task that dies without SIGTERM is noticed: ECS's STOPPED events for this cluster's
+    longrun tasks go to the queue the safety net consumes."""
+    rule = props("TaskStoppedRule")
+    assert rule["EventPattern"] == {
+        "source": ["aws.ecs"],
+        "detail-type": ["ECS Task State Change"],
+        "detail": {
+            "clusterArn": [{"Fn::GetAtt": ["Cluster", "Arn"]}],
+            "lastStatus": ["STOPPED"],
+            "startedBy": ["longrun"],
+        },
+    }
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["FailureQueue", "Arn"]}
 
 
 # ------------------------------------------------------------------------- bucket, outputs

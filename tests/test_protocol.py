@@ -197,3 +197,18 @@ def test_every_write_stores_a_fresh_write_id_that_recognises_only_itself() -> No
     assert is_own_write(stored.checkpoint, str(ids[1]))
     assert not is_own_write(stored.checkpoint, str(ids[0]))
     assert not is_own_write(None, str(ids[1]))
+
+
+def test_a_stopped_task_frees_its_own_claim_and_escalation_only() -> None:
+    task = "0123456789abcdef"
+    arn = f"arn:aws:ecs:us-east-1:123456789012:task/jobs/{task}"
+    held = checkpoint(claim=Claim(f"fargate-{task}", NOW + 600_000, "fargate"))
+    assert why_not_resumable(held, NOW) is not None
+    assert why_not_resumable(held, NOW, stopped_task=task) is None
+    assert why_not_resumable(held, NOW, stopped_task="another") is not None
+    escalated = checkpoint(Status.ESCALATED, escalation=Escalation("x", 3, arn))
+    assert why_not_resumable(escalated, NOW, stopped_task=task) is None
+    assert why_not_resumable(escalated, NOW, stopped_task="another") is not None
+    assert why_not_resumable(escalated, NOW, force=True) is None
+    # force never frees a live claim
+    assert why_not_resumable(held, NOW, force=True) is not None

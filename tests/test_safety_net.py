@@ -548,3 +548,127 @@ def test_live_claim_of_the_failed_request_is_left_to_its_lease(aws: Aws) -> None
     [result] = summary["results"]
     assert_escalated(aws, result, live.run_id, hop=1)
 
+
+
+# -- a Fargate task that stopped without handing the run on (an EventBridge rule) -------------
+
+
+def task_stopped_event(
+    aws: Aws, task_id: str, run_id: str | None, hop: int, *, exit_code: int | None
+) -> dict[str, Any]:
+    """EventBridge's ``ECS Task State Change`` for a STOPPED task, as the rule delivers it."""
+    env = [] if run_id is None else [
+        {"name": "LONGRUN_RUN_ID", "value": run_id},
+        {"name": "LONGRUN_HOP", "value": str(hop)},
+    ]  # fmt: skip
+    container: dict[str, Any] = {"name": "worker", "lastStatus": "STOPPED"}
+    if exit_code is not None:
+        container["exitCode"] = exit_code
+    stop_code = "TaskFailedToStart" if exit_code is None else "EssentialContainerExited"
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "ECS Task State Change",
+        "source": "aws.ecs",
+        "account": "123456789012",
+        "region": "us-east-1",
+        "detail": {
+            "clusterArn": f"arn:aws:ecs:us-east-1:123456789012:cluster/{aws.cluster}",
+            "taskArn": f"arn:aws:ecs:us-east-1:123456789012:task/{aws.cluster}/{task_id}",
+            "lastStatus": "STOPPED",
+            "startedBy": "longrun",
+            "stopCode": stop_code,
+            "stoppedReason": "OutOfMemoryError: Container killed due to memory usage"
+            if exit_code
+            else "CannotPullContainerError: pull image manifest has been retried 5 time(s)",
+            "containers": [container],
+            "overrides": {"containerOverrides": [{"name": "worker", "environment": env}]},
+        },
+    }
+
+
+def put_checkpoint(aws: Aws, run_id: str, **changes: Any) -> None:
+    from longrun.protocol import Checkpoint, HopEntry, Status
+
+    store = S3Store(aws.bucket, prefix="longrun/", client=aws.s3)
+    now = int(time.time() * 1000)
+    base = Checkpoint(
+        run_id=run_id,
+        status=Status.RUNNING,
+        hop=3,
+        created_ms=now - 600_000,
+        updated_ms=now - 60_000,
+        event={"job": "stranded"},
+        state={"done": 7},
+        cursors={},
+        hops=(HopEntry(3, 1, "fargate", "fargate-old", started_ms=now - 60_000),),
+    )
+    store.create(base.replace(**changes))
+
+
+def test_a_task_that_never_started_is_replaced(aws: Aws) -> None:
+    from longrun.protocol import Escalation, Status
+
+    run_id, dead = f"run-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    arn = f"arn:aws:ecs:us-east-1:123456789012:task/{aws.cluster}/{dead}"
+    put_checkpoint(aws, run_id, status=Status.ESCALATED, escalation=Escalation("budget", 4, arn))
+
+    summary = safety_net.handler(task_stopped_event(aws, dead, run_id, 4, exit_code=None), None)
+
+    [result] = summary["results"]
+    assert result["source"] == "eventbridge"
+    assert_escalated(aws, result, run_id, hop=4)
+    assert "CannotPullContainerError" in aws.checkpoint(run_id)["escalation"]["reason"]
+
+
+def test_a_task_killed_while_holding_its_lease_is_taken_over_at_once(aws: Aws) -> None:
+    """The task claimed hop 4 (a lease 10 minutes long) and was OOM-killed: ECS says it is
+    STOPPED, so its live-looking claim is dead and the run carries on in a new task."""
+    from longrun.protocol import Claim
+
+    run_id, dead = f"run-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    lease = int(time.time() * 1000) + 600_000
+    put_checkpoint(aws, run_id, hop=4, claim=Claim(f"fargate-{dead}", lease, "fargate"))
+    event = task_stopped_event(aws, dead, run_id, 4, exit_code=137)
+
+    summary = safety_net.handler({"Records": [sqs_record(event)]}, None)  # via the queue
+
+    [result] = summary["results"]
+    assert summary["batchItemFailures"] == []
+    assert_escalated(aws, result, run_id, hop=5)
+    assert aws.checkpoint(run_id)["state"] == {"done": 7}  # the last checkpoint, kept
+
+
+def test_a_stopped_task_never_takes_over_another_live_holder(aws: Aws) -> None:
+    from longrun.protocol import Claim
+
+    run_id, dead, alive = f"run-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex, uuid.uuid4().hex
+    lease = int(time.time() * 1000) + 600_000
+    put_checkpoint(aws, run_id, hop=4, claim=Claim(f"fargate-{alive}", lease, "fargate"))
+    before = aws.checkpoint(run_id)
+    record = sqs_record(task_stopped_event(aws, dead, run_id, 4, exit_code=137))
+
+    summary = safety_net.handler({"Records": [record]}, None)
+
+    assert actions(summary) == ["error"]  # busy: comes back, decided by the live lease
+    assert summary["batchItemFailures"] == [{"itemIdentifier": record["messageId"]}]
+    assert aws.checkpoint(run_id) == before
+    assert aws.tasks() == []
+
+
+@pytest.mark.parametrize("case", ["exit-0", "not-longrun", "running"])
+def test_task_events_that_ask_for_nothing_are_skipped(aws: Aws, case: str) -> None:
+    run_id = f"run-{uuid.uuid4().hex[:8]}"
+    put_checkpoint(aws, run_id)
+    before = aws.checkpoint(run_id)
+    event = task_stopped_event(
+        aws, uuid.uuid4().hex, None if case == "not-longrun" else run_id, 3,
+        exit_code=0 if case == "exit-0" else 1,
+    )  # fmt: skip
+    if case == "running":
+        event["detail"]["lastStatus"] = "RUNNING"
+
+    summary = safety_net.handler(event, None)
+
+    assert actions(summary) == ["skipped"]
+    assert aws.checkpoint(run_id) == before and aws.tasks() == []

@@ -15,6 +15,7 @@ __all__ = [
     "decide_claim",
     "decide_new_run",
     "decide_next",
+    "fargate_request_id",
     "holds_live_claim",
     "is_own_write",
     "may_cancel",
@@ -171,21 +172,51 @@ def decide_next(
     return NextStep(Act.CONTINUE)
 
 
-def why_not_resumable(checkpoint: Checkpoint, now_ms: int) -> str | None:
+def fargate_request_id(task_id: str) -> str:
+    """The request id a Fargate task's hop claims with (the runner's ``aws_request_id``)."""
+    return f"fargate-{task_id}"
+
+
+def _is_task(task_arn: str | None, task_id: str | None) -> bool:
+    return bool(task_arn and task_id) and str(task_arn).rsplit("/", 1)[-1] == task_id
+
+
+def why_not_resumable(
+    checkpoint: Checkpoint,
+    now_ms: int,
+    *,
+    stopped_task: str | None = None,
+    force: bool = False,
+) -> str | None:
     """Why the run must not be taken over from outside now, or ``None`` if it may be.
 
     A live claim is never taken over: its holder may be working (a duplicate delivery that
-    failed with ClaimBusy looks exactly like a hop that died early). The lease decides.
+    failed with ClaimBusy looks exactly like a hop that died early). The lease decides,
+    except for a claim held by ``stopped_task``: ECS reported that task STOPPED, so its
+    process is gone and can write nothing more. A run ``escalated`` to a recorded task is
+    left alone, unless that task is ``stopped_task`` or ``force`` says it is known to be gone
+    (``longrun resume --force``).
     """
     status = checkpoint.status
     if status.settled:
         return f"the run is {status}"
     claim = checkpoint.claim
-    if claim is not None and holds_live_claim(checkpoint, now_ms):
+    dead_holder = (
+        stopped_task is not None
+        and claim is not None
+        and claim.request_id == fargate_request_id(stopped_task)
+    )
+    if claim is not None and holds_live_claim(checkpoint, now_ms) and not dead_holder:
         until = "" if claim.deadline_ms is None else f" until {claim.deadline_ms} (epoch ms)"
         return f"hop {checkpoint.hop} is running under request {claim.request_id}{until}"
     escalation = checkpoint.escalation
-    if status is Status.ESCALATED and escalation is not None and escalation.task_arn:
+    if (
+        status is Status.ESCALATED
+        and escalation is not None
+        and escalation.task_arn
+        and not force
+        and not _is_task(escalation.task_arn, stopped_task)
+    ):
         return f"already escalated to {escalation.task_arn}"
     error = checkpoint.error
     if status is Status.FAILED and error is not None and error.type == "RunTimeExceeded":
