@@ -37,7 +37,7 @@ from .errors import (
     StoreError,
     shown,
 )
-from .ports import Ports, active
+from .ports import Ports, active, mono_function
 from .protocol import (
     Act,
     Answer,
@@ -230,7 +230,7 @@ class ClaimedHop:
         settings = self.settings
         timer = Timer(
             caller.context,
-            self.clock.mono,
+            mono_function(self.clock),
             fixed_margin_ms=settings.margin_ms,
             min_margin_ms=settings.min_margin_ms,
             carried=checkpoint.timing,
@@ -579,7 +579,7 @@ class DetachedHop:
     """``LONGRUN_DISABLED``: the handler runs with a run handle, no store, no hops."""
 
     def __init__(self, event: Any, settings: Settings) -> None:
-        timer = Timer(None, active().clock.mono, fixed_margin_ms=0, min_margin_ms=0)
+        timer = Timer(None, mono_function(active().clock), fixed_margin_ms=0, min_margin_ms=0)
         self.run = Run(
             run_id=f"disabled-{uuid.uuid4()}",
             hop=0,

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # annotations only: ports sit below the modules that use them
     from .config import FargateSettings
     from .run import Run
 
-__all__ = ["Clock", "Observer", "Ports", "Transport", "active", "installed"]
+__all__ = ["Clock", "Observer", "Ports", "Transport", "active", "installed", "mono_function"]
 
 
 class Clock:
@@ -45,6 +45,14 @@ class Clock:
     def mono(self) -> float:
         """Seconds from a monotonic clock, for measuring durations inside one hop."""
         return time.perf_counter()
+
+
+def mono_function(clock: Clock) -> Callable[[], float]:
+    """``clock.mono`` as a plain function: the real clock's C function itself when ``mono``
+    is not overridden (one Python call less on every item of ``run.iterate``)."""
+    if getattr(type(clock), "mono", None) is Clock.mono:
+        return time.perf_counter
+    return clock.mono
 
 
 class Transport:

@@ -22,6 +22,16 @@ T = TypeVar("T")
 CHECK_INTERVAL_S = 0.005
 """Longest stretch of fast items between two looks at the context's remaining time."""
 
+MAX_BATCH = 32
+"""Most items between two reads of the clock: fast items are timed in batches."""
+
+FAST_ITEM_S = 0.001
+"""Items faster than this are timed in batches of MAX_BATCH; slower ones one by one."""
+
+BATCH_SLACK_MS = 30_000
+"""Batches only while the hop has this much time beyond its margin: a sudden turn to slow
+items is noticed within MAX_BATCH items, which then must not be able to overrun the hop."""
+
 _current: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
     "longrun_current_run", default=None
 )
@@ -60,7 +70,17 @@ class Cancelled(_Control):
 
 
 class _Loop:
-    __slots__ = ("children", "done", "key", "key_fn", "last", "path", "pos", "start")
+    __slots__ = (
+        "children",
+        "children_pos",
+        "done",
+        "key",
+        "key_fn",
+        "last",
+        "path",
+        "pos",
+        "start",
+    )
 
     def __init__(self, path: str, pos: int, key: Any, key_fn: Callable[[Any], Any] | None) -> None:
         self.path = path
@@ -71,6 +91,11 @@ class _Loop:
         self.last: Any = None
         self.done = False
         self.children = 0
+        """Loops opened inside the current item (their ordinal names count from 0)."""
+        self.children_pos = pos
+        """``pos`` when those loops were opened: once it moved on, they belong to a
+        finished item and are dropped (lazily: when the next item opens one, or when
+        cursors are taken)."""
 
     def cursor(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"pos": self.pos, "done": self.done}
@@ -128,6 +153,9 @@ class Run:
         self.signal: _Control | None = None
         """The control signal this hop was given (end the hop, superseded, cancelled): a
         handler that catches it and returns anyway still ends its hop that way."""
+        self._slack_ms = 0
+        """Time left beyond the margin at the last check: fast items are read in batches
+        only while it is ample (a turn to slow items then cannot overrun the hop)."""
         self._opened: set[str] = set()
         """Loop paths opened in their scope during this hop (a name used twice is an error)."""
 
@@ -192,6 +220,9 @@ class Run:
         """Every loop's position as it would be saved now."""
         if self.final_cursors is not None:
             return self.final_cursors
+        for loop in self._stack:
+            if loop.children and loop.children_pos != loop.pos:
+                self._drop_children(loop)  # loops of an item that has finished
         snapshot = dict(self._cursors)
         for loop in self._stack:
             snapshot[loop.path] = loop.cursor()
@@ -247,6 +278,8 @@ class Run:
                 "without '/' and not starting with '#'."
             )
         parent = self._stack[-1] if self._stack else None
+        if parent is not None and parent.children and parent.children_pos != parent.pos:
+            self._drop_children(parent)  # they ran in an item that has finished
         if name is not None:
             path = name if parent is None else f"{parent.path}/{name}"
             if any(loop.path == path for loop in self._stack):
@@ -267,6 +300,7 @@ class Run:
         else:
             ordinal = parent.children
             parent.children += 1
+            parent.children_pos = parent.pos
         if name is None:
             name = f"#{ordinal}"
         path = name if parent is None else f"{parent.path}/{name}"
@@ -400,7 +434,8 @@ class Run:
         """The bookkeeping between two items: yield if time is short, checkpoint if due."""
         timer = self._timer
         timer.note_progress(self.items_done(), now - self._hop_start)
-        if timer.remaining_ms() < timer.margin_ms():
+        self._slack_ms = timer.remaining_ms() - timer.margin_ms()
+        if self._slack_ms < 0:
             self.end_hop("time")
         if self._past_run_deadline(now):
             self.end_hop("max_run_seconds")
@@ -415,27 +450,25 @@ class Run:
             iterator = self._skip(loop, saved, iterable)
             timer = self._timer
             mono = timer.mono
+            keyed = loop.key_fn is not None
             prev = mono()
             next_check = prev
-            due = True
+            # The clock is read after every item: a turn from fast items to slow ones is seen
+            # at once (reading it every k items would let k-1 slow items overrun the hop).
             # The time check runs once the next item is in hand: a loop whose last item is
             # done completes instead of ending the hop for nothing.
             for item in iterator:
-                if due:
+                if prev >= next_check:
                     self._between(loop, prev)
                     next_check = prev + CHECK_INTERVAL_S
                 yield item
                 loop.pos += 1
-                loop.last = item
+                if keyed:
+                    loop.last = item
                 now = mono()
-                if loop.children:
-                    # Nested loops ran inside this item and timed their own items; the outer
-                    # item's length says nothing about when the hop must stop.
-                    self._drop_children(loop)
-                elif now - prev > timer.longest_item_s:
-                    timer.longest_item_s = now - prev
+                if now - prev > timer.longest_item_s and not loop.children:
+                    timer.longest_item_s = now - prev  # (nested loops timed their own items)
                 prev = now
-                due = now >= next_check
             loop.done = True
         finally:
             self._close_loop(loop)

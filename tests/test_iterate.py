@@ -276,3 +276,26 @@ def test_tuple_keys_resume(longrun_sim: LambdaSim) -> None:
     assert outcome.status == "completed" and outcome.result == 20
     assert set(bodies.values()) == {1}
     assert len(outcome.hops) >= 3
+
+
+@pytest.mark.parametrize("timeout_s", [3, 4, 5, 6, 7, 8])
+def test_nested_loops_resume_exactly_once_wherever_the_hop_ends(timeout_s: int) -> None:
+    """Whichever item a hop ends at (inside an inner loop, or right after one finished and
+    before the next outer item opened its own), every (outer, inner) pair runs once: the
+    inner loop's cursor of a finished outer item is never carried to the next one."""
+    ran: Counter[tuple[int, int]] = Counter()
+
+    @longrun(checkpoint=MemoryStore())
+    def handler(event: Any, context: Any) -> int:
+        run = current_run()
+        for i in run.iterate(range(4), name="outer"):
+            for j in run.iterate(range(3), name="inner"):
+                ran[(i, j)] += 1
+                time.sleep(0.7)
+            time.sleep(0.3)  # between an inner loop's end and the next outer item
+        return len(ran)
+
+    outcome = LambdaSim().run(handler, {}, timeout_s=timeout_s, settings={"min_margin_ms": 500})
+    assert outcome.status == "completed" and outcome.result == 12
+    assert set(ran.values()) == {1} and len(ran) == 12
+    assert len(outcome.hops) > 1
