@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from realtime import RealTimeContext as _RealTimeContext
 
 from longrun import HandoffFailed, RecursionStopped, S3Store, current_run, longrun
 from longrun.handoff import lambda_invoke
@@ -39,19 +40,10 @@ TIMEOUT_S = 1.5
 BLOB = 100_000
 
 
-class RealTimeContext:
-    """The Lambda context fields longrun reads, on the real monotonic clock."""
-
-    def __init__(self, timeout_s: float, *, request_id: str | None = None, arn: str = ARN):
-        self.aws_request_id = request_id or str(uuid.uuid4())
-        self.invoked_function_arn = arn
-        self.function_name = arn.split(":")[6]
-        self.function_version = "$LATEST"
-        self.memory_limit_in_mb = "1024"
-        self._deadline = time.monotonic() + timeout_s
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+def RealTimeContext(
+    timeout_s: float, *, request_id: str | None = None, arn: str = ARN
+) -> Any:
+    return _RealTimeContext(timeout_s, arn=arn, request_id=request_id)
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import queue
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.config import Config
+from realtime import RealTimeContext as _RealTimeContext
 
 from longrun import Fargate, MemoryStore, current_run, longrun
 from longrun.testing import LambdaSim
@@ -23,17 +23,8 @@ FUNCTION = "tenant-job"
 ARN = f"arn:aws:lambda:us-east-1:123456789012:function:{FUNCTION}"
 
 
-class RealTimeContext:
-    """The Lambda context fields longrun reads, on the real monotonic clock."""
-
-    def __init__(self, timeout_s: float, tenant_id: Any = None) -> None:
-        self.aws_request_id = str(uuid.uuid4())
-        self.invoked_function_arn = ARN
-        self.tenant_id = tenant_id
-        self._deadline = time.monotonic() + timeout_s
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+def RealTimeContext(timeout_s: float, tenant_id: Any = None) -> Any:
+    return _RealTimeContext(timeout_s, arn=ARN, tenant_id=tenant_id)
 
 
 @pytest.fixture
