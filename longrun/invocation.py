@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from .caller import Caller, Writer
 from .checkpoint import Envelope, parse_envelope, validate_run_id
 from .config import Settings
 from .errors import (
@@ -27,7 +28,7 @@ from .errors import (
     StateNotSerializable,
     shown,
 )
-from .hop import Caller, ClaimedHop, Response, Writer, failed
+from .hop import ClaimedHop, Response, failed
 from .protocol import (
     Act,
     Answer,
