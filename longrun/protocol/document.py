@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,7 +95,7 @@ WRITE_ID = re.compile(r"[0-9a-f]{8,64}")
 
 def new_write_id() -> str:
     """A fresh id for one conditional write."""
-    return secrets.token_hex(8)
+    return os.urandom(8).hex()
 
 
 # -- the document ---------------------------------------------------------------------------

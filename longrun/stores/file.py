@@ -17,7 +17,6 @@ import fcntl
 import json
 import os
 import re
-import secrets
 import threading
 import zlib
 from collections.abc import Iterator
@@ -102,7 +101,7 @@ class FileStore(CheckpointStore):
         return data, self._seq_of(data)
 
     def _write_atomically(self, key: str, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
