@@ -87,7 +87,8 @@ def longrun(
       ``file:///mnt/efs/x``); env ``LONGRUN_CHECKPOINT_URI``.
     * ``max_hops``: re-invocations allowed after the first (default 10).
     * ``margin_ms``: a fixed margin (taken as given); default adaptive: longest item with
-      headroom plus measured write and hand-off costs, never below ``min_margin_ms`` (2000).
+      headroom plus measured write and hand-off costs, never below ``min_margin_ms`` (2000,
+      or a fifth of the hop's starting time when that is less).
     * ``checkpoint_every_s``: periodic checkpoint inside ``run.iterate`` (default 60).
     * ``max_run_seconds``: wall-time limit of the whole run (default 86400; ``math.inf`` or
       ``"off"`` for none).

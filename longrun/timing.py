@@ -4,7 +4,8 @@ The deadline always comes from the Lambda context (``get_remaining_time_in_milli
 test clock drives it. A hop should yield when the remaining time drops below the margin.
 The margin is fixed (``margin_ms``/``LONGRUN_MARGIN_MS``) or adaptive: enough for the
 longest item seen so far, with headroom, plus the measured cost of a checkpoint write and
-of the hand-off, never below ``min_margin_ms``. Measurements carry over between hops in the
+of the hand-off, never below its floor (``min_margin_ms``; by default at most a fifth of the
+hop's starting time). Measurements carry over between hops in the
 checkpoint, so hop N+1 starts as cautious as hop N ended.
 """
 
