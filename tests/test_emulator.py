@@ -97,9 +97,15 @@ class Journal:
         return Counter(line.item for line in self.items)
 
     def of(self, record: InvocationRecord) -> list[Line]:
-        """The lines the invocation (or task) ``record`` wrote: its process's (a duplicate
-        shares the request id of the delivery it duplicates, never the process)."""
-        return [line for line in self.items if line.pid == record.pid]
+        """The lines the invocation (or task) ``record`` wrote: its process's while it ran (a
+        duplicate shares the request id of the delivery it duplicates; a warm process serves
+        several invocations, one after another)."""
+        end = record.ended_ms or float("inf")
+        return [
+            line
+            for line in self.items
+            if line.pid == record.pid and record.started_ms <= line.ms <= end
+        ]
 
 
 def unsaved(record: InvocationRecord, lines: list[Line]) -> list[Line]:
@@ -298,7 +304,7 @@ def test_emulated_function_contract(
     assert body["max_concurrency"] is None and body["region"] == "us-east-1"
     assert 700 < body["remaining"] <= 1000
     again = longrun_local.invoke(fn, {}, sync=True)
-    assert again["pid"] != body["pid"]  # a new process for every invocation
+    assert again["pid"] == body["pid"]  # the warm environment, reused
 
     with pytest.raises(FunctionError) as failed:
         longrun_local.invoke(fn, {"fail": 1}, sync=True)
@@ -324,6 +330,12 @@ def test_emulated_function_contract(
     assert letter["responsePayload"]["errorType"] == "Sandbox.Timedout"
     killed = [r for r in report.invocations if r.request_id == request_id]
     assert [(r.kind, r.outcome, r.reason) for r in killed] == [("start", "killed", "timeout")]
+    # A killed environment is thrown away: the next invocation is a cold start again.
+    after = longrun_local.invoke(fn, {}, sync=True)
+    assert after["pid"] not in (body["pid"], killed[0].pid)
+    records = longrun_local.report().invocations
+    assert [r.cold for r in records if r.function == "contract"][:2] == [True, False]
+    assert records[-1].cold and records[-1].init_ms is not None
 
 
 # -- a plain run --------------------------------------------------------------------------------
@@ -784,3 +796,39 @@ def test_demo_runs_and_verifies() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "verified: 1200 records in 120 batches" in result.stdout
     assert "2 Lambda hop(s) + 1 Fargate task(s)" in result.stdout
+
+
+WARM_HANDLER = """
+import os
+
+calls = 0  # module state: kept by a warm execution environment, as Lambda keeps it
+
+
+def handler(event, context):
+    global calls
+    calls += 1
+    if event.get("crash"):
+        os._exit(3)
+    return {"calls": calls, "pid": os.getpid()}
+"""
+
+
+def test_warm_environments_keep_module_state_until_a_crash(
+    longrun_local: LocalLambda, tmp_path: Path
+) -> None:
+    """Lambda reuses a warm environment (module state and all) and replaces one that
+    crashed: a handler that counts its calls in a module global sees 1, 2, 3, then 1."""
+    (tmp_path / "warm.py").write_text(WARM_HANDLER)
+    fn = longrun_local.deploy(
+        f"{tmp_path / 'warm.py'}:handler", name="warm", timeout_s=5, escalate=False, retries=0
+    )
+    seen = [longrun_local.invoke(fn, {}, sync=True) for _ in range(3)]
+    assert [s["calls"] for s in seen] == [1, 2, 3]
+    assert len({s["pid"] for s in seen}) == 1
+    with pytest.raises(FunctionError):
+        longrun_local.invoke(fn, {"crash": True}, sync=True)
+    fresh = longrun_local.invoke(fn, {}, sync=True)
+    assert fresh["calls"] == 1 and fresh["pid"] != seen[0]["pid"]
+    records = [r for r in longrun_local.report().invocations if r.function == "warm"]
+    assert [r.cold for r in records] == [True, False, False, False, True]
+    assert [r.init_ms is not None for r in records] == [r.cold for r in records]

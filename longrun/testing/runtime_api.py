@@ -223,8 +223,9 @@ class RuntimeApi(BackgroundHTTPServer):
             tenant_id=tenant_id,
         )
         with self._cond:
-            if request_id in self._by_id:
-                raise ValueError(f"request id {request_id!r} was already assigned here")
+            earlier = self._by_id.get(request_id)
+            if earlier is not None and not earlier.answered:  # a retry may reuse a warm one
+                raise ValueError(f"request id {request_id!r} is already running here")
             self._by_id[request_id] = invocation
             self._queue.append(invocation)
             self._cond.notify_all()

@@ -10,8 +10,9 @@
   ``AWS_REGION``, ...; never ``AWS_LAMBDA_MAX_CONCURRENCY``, which would switch the runtime to
   its multi-concurrency mode). The deadline starts when the runtime takes the invocation
   (``next``), as Lambda's invoke phase does; at the deadline the process group gets SIGKILL and
-  ``Task timed out after N.NN seconds`` is logged. Once the runtime posted its answer the
-  process is killed too (a new invocation never reuses it: every hop is a cold start).
+  ``Task timed out after N.NN seconds`` is logged. A process that answered is kept warm for
+  the function's next invocation (module state and all, as Lambda keeps it); one that was
+  killed or crashed is replaced by a new one (a cold start, ``InvocationRecord.cold``).
 * **Invoke API.** boto3 in the function reaches an
   :class:`~longrun.testing.invoke_endpoint.InvokeEndpoint` through ``AWS_ENDPOINT_URL_LAMBDA``.
   ``Event`` invocations are queued and delivered; one that fails (an error, a timeout, a crash)

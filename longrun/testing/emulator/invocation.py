@@ -1,5 +1,10 @@
-"""One invocation: a cold ``awslambdaric`` process with a Runtime API of its own, supervised
-to its deadline (or an injected kill), then classified from its answer and its checkpoint."""
+"""One invocation, in an execution environment: an ``awslambdaric`` process with a Runtime API
+of its own, supervised to its deadline (or an injected kill), then classified from its answer
+and its checkpoint.
+
+As Lambda does, an environment that answered is kept warm for the function's next invocation
+(module state and all: init runs once), and one that was killed or crashed is thrown away. A
+new environment is a cold start (``InvocationRecord.cold``)."""
 
 from __future__ import annotations
 
@@ -23,6 +28,20 @@ from .helpers import envelope_of, iso, killpg, now_ms, safety_net_run
 from .records import InvocationRecord
 
 
+class _Environment:
+    """One execution environment: a runtime process and its Runtime API."""
+
+    def __init__(self, api: RuntimeApi, process: subprocess.Popen[str], spawned: float) -> None:
+        self.api = api
+        self.process = process
+        self.spawned = spawned
+        self.record: InvocationRecord | None = None
+        """The invocation running in it now: its output lines go to this record."""
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
 class InvocationRunner:
     """Runs one delivery as one Lambda invocation (:meth:`execute`) and records it."""
 
@@ -33,7 +52,9 @@ class InvocationRunner:
         self._environments = environments
         self._checkpoints = checkpoints
         self._active: dict[int, subprocess.Popen[str]] = {}
-        """The runtime processes running now, by pid."""
+        """The runtime processes alive now (busy or warm), by pid."""
+        self._warm: dict[str, list[_Environment]] = {}
+        """Idle environments that answered their last invocation, by function."""
 
     def processes(self) -> list[subprocess.Popen[str]]:
         """The runtime processes running now (call with the lock held)."""
@@ -56,56 +77,115 @@ class InvocationRunner:
             payload=delivery.event,
         )
         record.hop = record.event_hop
-        with RuntimeApi() as api:
-            spawned = time.monotonic()
-            record.started_ms = now_ms()
-            record.start_s = (record.started_ms - self._core.t0_ms) / 1000.0
-            process = subprocess.Popen(
-                [sys.executable, "-m", "awslambdaric", function.handler],
-                env=self._environments.invocation_env(function, api.address),
-                cwd=function.code_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                bufsize=1,
-                start_new_session=True,  # its own process group: the kill reaches children
+        env = self._take_warm(function)
+        record.cold = env is None
+        if env is None:
+            env = self._spawn(function)
+        env.record = record
+        record.pid = env.process.pid
+        record.started_ms = now_ms()
+        record.start_s = (record.started_ms - self._core.t0_ms) / 1000.0
+        api, process = env.api, env.process
+        invocation = api.assign(
+            delivery.request_id,
+            delivery.event,
+            function_arn=function.arn,
+            timeout_s=function.timeout_s,
+            tenant_id=delivery.tenant_id,
+        )
+        keep = False
+        try:
+            self._supervise(function, api, invocation, process, record, env.spawned)
+            # Lambda keeps an environment that answered (a result or a handled error); one
+            # that was killed, crashed or broke the platform's limits is replaced.
+            platform_error = (invocation.error_type or "").startswith(("Function.", "Runtime."))
+            keep = (
+                invocation.answered
+                and record.outcome != "killed"
+                and not platform_error
+                and env.alive()
+                and not self._core.stopping
             )
-            record.pid = process.pid
-            with self._core.cond:
-                self._active[process.pid] = process
-            assert process.stdout is not None
-            reader = threading.Thread(
-                target=self._read_output,
-                args=(process.stdout, record),
-                name=f"out-{process.pid}",
-                daemon=True,
-            )
-            reader.start()
-            invocation = api.assign(
-                delivery.request_id,
-                delivery.event,
-                function_arn=function.arn,
-                timeout_s=function.timeout_s,
-                tenant_id=delivery.tenant_id,
-            )
-            try:
-                self._supervise(function, api, invocation, process, record, spawned)
-            finally:
-                killpg(process)
-                reader.join(timeout=5)
-                with self._core.cond:
-                    self._active.pop(process.pid, None)
+        finally:
             init_error = api.init_error
+            if keep:
+                self._park(function, env)
+            else:
+                self._discard(env)
         record.ended_ms = now_ms()
         self._classify(function, record, invocation, init_error)
         self._core.finish(record)
         return record, invocation
 
-    def _read_output(self, stream: IO[str], record: InvocationRecord) -> None:
+    def _spawn(self, function: LocalFunction) -> _Environment:
+        """A new execution environment (a cold start): its Runtime API, then its process."""
+        api = RuntimeApi().start()
+        spawned = time.monotonic()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "awslambdaric", function.handler],
+            env=self._environments.invocation_env(function, api.address),
+            cwd=function.code_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # its own process group: the kill reaches children
+        )
+        env = _Environment(api, process, spawned)
+        with self._core.cond:
+            self._active[process.pid] = process
+        assert process.stdout is not None
+        threading.Thread(
+            target=self._read_output,
+            args=(process.stdout, env),
+            name=f"out-{process.pid}",
+            daemon=True,
+        ).start()
+        return env
+
+    def _take_warm(self, function: LocalFunction) -> _Environment | None:
+        """An idle environment of ``function`` that is still alive, if any (a warm start)."""
+        with self._core.cond:
+            idle = self._warm.get(function.name) or []
+            while idle:
+                env = idle.pop()
+                if env.alive():
+                    return env
+                self._active.pop(env.process.pid, None)
+                env.api.stop()
+        return None
+
+    def _park(self, function: LocalFunction, env: _Environment) -> None:
+        """Keep ``env`` for the function's next invocation (its runtime waits on ``next``)."""
+        env.record = None
+        with self._core.cond:
+            if not self._core.stopping:
+                self._warm.setdefault(function.name, []).append(env)
+                return
+        self._discard(env)
+
+    def _discard(self, env: _Environment) -> None:
+        killpg(env.process)
+        env.api.stop()
+        with self._core.cond:
+            self._active.pop(env.process.pid, None)
+
+    def close(self) -> None:
+        """Throw every warm environment away (the emulator stops)."""
+        with self._core.cond:
+            envs = [env for idle in self._warm.values() for env in idle]
+            self._warm.clear()
+        for env in envs:
+            self._discard(env)
+
+    def _read_output(self, stream: IO[str], env: _Environment) -> None:
         with stream:
             for raw in stream:
                 line = raw.rstrip("\n").replace("\r", "\n  ")
+                record = env.record
+                if record is None:  # between invocations (a warm environment's idle output)
+                    continue
                 record.log.append(line)
                 if self._core.echo_logs:
                     self._core.log(f"  {record.function} {record.request_id[:8]} | {line}")
@@ -125,7 +205,8 @@ class InvocationRunner:
         spawned: float,
     ) -> None:
         """Wait for the answer; kill at the deadline (or an injected kill, or init timeout)."""
-        init_deadline = spawned + self._core.init_timeout_s
+        # A warm environment's runtime is already waiting on ``next``: no init phase.
+        init_deadline = (spawned if record.cold else time.monotonic()) + self._core.init_timeout_s
         while not invocation.wait_delivered(0.01):
             if process.poll() is not None:
                 record.exit_code = process.returncode
@@ -140,7 +221,8 @@ class InvocationRunner:
                     f"Init phase timed out after {self._core.init_timeout_s:.2f} seconds"
                 )
                 return
-        record.init_ms = round((time.monotonic() - spawned) * 1000, 1)
+        if record.cold:
+            record.init_ms = round((time.monotonic() - spawned) * 1000, 1)
         assert invocation.delivered_ms is not None and invocation.deadline_ms is not None
         self._core.log(f"START RequestId: {invocation.request_id} Version: $LATEST")
         kill_at_ms: int | None = None
@@ -152,7 +234,7 @@ class InvocationRunner:
             now = now_ms()
             if invocation.answered:
                 record.memory_mb = _max_rss_mb(process.pid)
-                break  # the environment would be frozen now; it is never reused here
+                break  # the environment is frozen now, and kept warm for the next one
             if process.poll() is not None:
                 record.exit_code = process.returncode
                 break
@@ -188,7 +270,8 @@ class InvocationRunner:
         self._core.log(
             f"REPORT RequestId: {invocation.request_id}\tDuration: {duration_ms:.2f} ms\t"
             f"Billed Duration: {max(1, duration_ms)} ms\tMemory Size: {function.memory_mb} MB\t"
-            f"Max Memory Used: {record.memory_mb or 0} MB\tInit Duration: {record.init_ms:.2f} ms"
+            f"Max Memory Used: {record.memory_mb or 0} MB"
+            + (f"\tInit Duration: {record.init_ms:.2f} ms" if record.init_ms is not None else "")
         )
 
     def _classify(
@@ -222,7 +305,8 @@ class InvocationRunner:
         else:
             code = record.exit_code
             record.outcome = "crashed"
-            record.reason = "exited without answering" + ("" if record.init_ms else " (init)")
+            in_init = record.cold and not record.init_ms
+            record.reason = "exited without answering" + (" (init)" if in_init else "")
             record.error_type = "Runtime.ExitError"
             record.error_message = f"RequestId: {record.request_id} Error: Runtime exited" + (
                 f" with error: exit status {code}" if code is not None else ""

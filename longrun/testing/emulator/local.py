@@ -146,6 +146,7 @@ class LocalLambda(StartStop):
             core.cond.notify_all()
         for process in active:
             killpg(process)
+        self._runner.close()
         self._fargate.close()
         for thread in core.threads:
             thread.join(timeout=5)

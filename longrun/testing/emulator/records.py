@@ -33,7 +33,9 @@ class InvocationRecord:
     start_s: float = 0.0
     """Seconds since the emulator started."""
     init_ms: float | None = None
-    """Process start to the runtime's first ``next`` (imports: a cold start)."""
+    """Process start to the runtime's first ``next`` (imports: a cold start); ``None`` warm."""
+    cold: bool = True
+    """A new execution environment (init ran); ``False``: a warm one reused."""
     duration_s: float = 0.0
     """Invoke phase (``next`` to answer or kill) for Lambda; process lifetime for a task."""
     outcome: str = "running"
@@ -83,6 +85,7 @@ class InvocationRecord:
             "ended_ms",
             "start_s",
             "init_ms",
+            "cold",
             "duration_s",
             "outcome",
             "reason",
