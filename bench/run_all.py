@@ -57,6 +57,16 @@ def figure1(quick: bool) -> list[dict[str, Any]]:
             iterate_ns=r["iterate_ns_per_item"],
             bare_ns=r["bare_ns_per_item"],
         ),
+        entry(
+            1,
+            "iterate_over_passthrough_generator",
+            r["ratio_vs_passthrough"],
+            "ratio",
+            cond + "; a `for x in it: yield x` generator over the same list",
+            target="<= 2",
+            iterate_ns=r["iterate_ns_per_item"],
+            passthrough_ns=r["passthrough_ns_per_item"],
+        ),
     ]
 
 
