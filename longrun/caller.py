@@ -71,16 +71,28 @@ class Writer:
         self.write_s: float | None = None
         self.lock = threading.RLock()  # the heartbeat thread writes too
 
+    @classmethod
+    def create(cls, store: CheckpointStore, ports: Ports, checkpoint: Checkpoint) -> Writer:
+        """Create a new run's document (its first claim); CheckpointConflict if it exists."""
+        start = ports.clock.mono()
+        ports.observer.before_write(checkpoint.run_id, "claim")
+        loaded = store.create(checkpoint)
+        writer = cls(store, ports, loaded)
+        writer._written("claim", loaded, start)
+        return writer
+
     def write(self, what: str, checkpoint: Checkpoint) -> Loaded:
         with self.lock:
-            clock, observer = self.ports.clock, self.ports.observer
-            start = clock.mono()
-            observer.before_write(checkpoint.run_id, what)
+            start = self.ports.clock.mono()
+            self.ports.observer.before_write(checkpoint.run_id, what)
             loaded = self.store.replace(checkpoint, self.loaded.token)
-            self.write_s = clock.mono() - start
-            self.loaded = loaded
-            observer.after_write(checkpoint.run_id, what, loaded.document)
+            self._written(what, loaded, start)
             return loaded
+
+    def _written(self, what: str, loaded: Loaded, start: float) -> None:
+        self.write_s = self.ports.clock.mono() - start
+        self.loaded = loaded
+        self.ports.observer.after_write(loaded.checkpoint.run_id, what, loaded.document)
 
     def stored(self) -> Checkpoint:
         """The last document written, as stored: not sharing live objects (``run.state``)."""

@@ -10,6 +10,7 @@ them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -446,7 +447,7 @@ class DetachedHop:
 
 
 def _with(entry: HopEntry, **changes: Any) -> HopEntry:
-    return HopEntry(**{**entry.to_json(), **changes})
+    return dataclasses.replace(entry, **changes)
 
 
 def _cursor(entry: dict[str, Any]) -> Cursor:

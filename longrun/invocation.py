@@ -102,11 +102,8 @@ class Invocation(Caller):
             claim=self.claim(now),
             tenant_id=self.tenant_id,
         )
-        clock, observer = self.clock, self.ports.observer
-        start = clock.mono()
-        observer.before_write(run_id, "claim")
         try:
-            loaded = self.store.create(checkpoint)
+            writer = Writer.create(self.store, self.ports, checkpoint)
         except CheckpointConflict:
             existing = self.store.load(run_id)
             if existing is None:  # deleted in between: a rare race, let Lambda retry
@@ -117,9 +114,6 @@ class Invocation(Caller):
             extra = {"result": found.result} if found.status is Status.COMPLETED else {}
             log.info("run %s already exists (status %s): not started again", run_id, found.status)
             return answer(run_id, found.status, found.hop, existing=True, **extra)
-        writer = Writer(self.store, self.ports, loaded)
-        writer.write_s = clock.mono() - start
-        observer.after_write(run_id, "claim", loaded.document)
         return ClaimedHop(self, writer, hop_index=0)
 
     def _begin_hop(self, envelope: Envelope) -> Response | ClaimedHop:

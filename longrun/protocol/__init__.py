@@ -30,7 +30,6 @@ from .document import (
     HopEntry,
     Status,
     answer,
-    encode,
     new_write_id,
 )
 from .rules import (
@@ -68,7 +67,6 @@ __all__ = [
     "decide_new_run",
     "decide_next",
     "decode",
-    "encode",
     "fargate_request_id",
     "from_json",
     "holds_live_claim",

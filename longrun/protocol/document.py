@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..checkpoint import FORMAT, encode_document
+from ..checkpoint import FORMAT
 
 __all__ = [
     "FORMAT",
@@ -25,7 +25,6 @@ __all__ = [
     "HopEntry",
     "Status",
     "answer",
-    "encode",
     "new_write_id",
 ]
 
@@ -255,6 +254,3 @@ class Checkpoint:
         return doc
 
 
-def encode(checkpoint: Checkpoint) -> bytes:
-    """The stored bytes of ``checkpoint`` (StateNotSerializable names a bad user value)."""
-    return encode_document(checkpoint.to_json())

@@ -14,13 +14,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..checkpoint import validate_run_id
+from ..checkpoint import encode_document, validate_run_id
 from ..errors import CheckpointConflict, RunNotFound, StoreError
 from ..protocol import (
     Checkpoint,
     Status,
     decode,
-    encode,
     from_json,
     is_own_write,
     may_cancel,
@@ -52,10 +51,6 @@ class Loaded:
         return len(self.data)
 
 
-def _loaded(checkpoint: Checkpoint, token: Token, data: bytes) -> Loaded:
-    return Loaded(checkpoint, token, data, checkpoint.to_json())
-
-
 class CheckpointStore(ABC):
     """Where checkpoint documents live. Subclass and implement the ``_`` primitives."""
 
@@ -76,7 +71,8 @@ class CheckpointStore(ABC):
         if found is None:
             return None
         data, token = found
-        return _loaded(decode(data, where=self.describe(key), run_id=run_id), token, data)
+        checkpoint = decode(data, where=self.describe(key), run_id=run_id)
+        return Loaded(checkpoint, token, data, checkpoint.to_json())
 
     def create(self, checkpoint: Checkpoint | Mapping[str, Any]) -> Loaded:
         """Store a new run's first document; CheckpointConflict if the run already exists."""
@@ -99,7 +95,8 @@ class CheckpointStore(ABC):
         """
         write_id = new_write_id()
         checkpoint = checkpoint.replace(write_id=write_id)
-        data = encode(checkpoint)
+        document = checkpoint.to_json()
+        data = encode_document(document)
         key = self.key(checkpoint.run_id)
         try:
             if token is None:
@@ -111,7 +108,7 @@ class CheckpointStore(ABC):
             if mine is None:
                 raise
             return mine
-        return _loaded(checkpoint, new_token, data)
+        return Loaded(checkpoint, new_token, data, document)
 
     def _own_write(self, run_id: str, write_id: str) -> Loaded | None:
         """The stored document if it carries ``write_id``, else ``None`` (errors included)."""
