@@ -1,36 +1,27 @@
 """The run handle a decorated handler works with: ``current_run()``.
 
-``run.iterate`` is the hot path: a few attribute operations and one monotonic clock read per
-item. The context (the authority on the deadline) is consulted at the first item and then at
-most every ``CHECK_INTERVAL_S`` of monotonic time, or after any item that took longer.
+``run.iterate`` is the hot path. The context (the authority on the deadline) is consulted at
+the first item and then at most every ``CHECK_INTERVAL_S`` of monotonic time, or after any
+item that took longer. On the real clock a ticker thread raises the loop's ``due`` flag every
+``CHECK_INTERVAL_S``, so an item costs a flag test and a position increment; on a test clock
+(the simulator's virtual time) the clock is read after every item instead.
 """
 
 from __future__ import annotations
 
 import contextvars
 import json
+import time
+from contextlib import contextmanager
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, NoReturn, TypeVar, overload
 
 from .errors import CursorKeyMissing, LongrunError, NotInRunError, shown
-from .timing import Timer
+from .timing import CHECK_INTERVAL_S, TICKER, Timer
 
 __all__ = ["CHECK_INTERVAL_S", "EndHop", "Run", "current_run"]
 
 T = TypeVar("T")
-
-CHECK_INTERVAL_S = 0.005
-"""Longest stretch of fast items between two looks at the context's remaining time."""
-
-MAX_BATCH = 32
-"""Most items between two reads of the clock: fast items are timed in batches."""
-
-FAST_ITEM_S = 0.001
-"""Items faster than this are timed in batches of MAX_BATCH; slower ones one by one."""
-
-BATCH_SLACK_MS = 30_000
-"""Batches only while the hop has this much time beyond its margin: a sudden turn to slow
-items is noticed within MAX_BATCH items, which then must not be able to overrun the hop."""
 
 _current: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
     "longrun_current_run", default=None
@@ -74,6 +65,8 @@ class _Loop:
         "children",
         "children_pos",
         "done",
+        "due",
+        "in_hand",
         "key",
         "key_fn",
         "last",
@@ -89,7 +82,12 @@ class _Loop:
         self.key = key
         self.key_fn = key_fn
         self.last: Any = None
+        """A keyed loop's item before ``in_hand``: the last finished one while the loop runs."""
+        self.in_hand: Any = None
+        """A keyed loop's latest item from its iterable (set by its key check)."""
         self.done = False
+        self.due = True
+        """Time to look at the clock (raised by the ticker; first item: at once)."""
         self.children = 0
         """Loops opened inside the current item (their ordinal names count from 0)."""
         self.children_pos = pos
@@ -101,7 +99,10 @@ class _Loop:
         entry: dict[str, Any] = {"pos": self.pos, "done": self.done}
         if self.key_fn is not None:
             # ``last`` is set in this hop once an item finished here (pos moved past start).
-            entry["key"] = self.key_fn(self.last) if self.pos > self.start else self.key
+            # An item is finished once the next is asked for; when the loop is done, the last
+            # item taken is finished too.
+            last = self.in_hand if self.done else self.last
+            entry["key"] = self.key_fn(last) if self.pos > self.start else self.key
         return entry
 
 
@@ -153,9 +154,6 @@ class Run:
         self.signal: _Control | None = None
         """The control signal this hop was given (end the hop, superseded, cancelled): a
         handler that catches it and returns anyway still ends its hop that way."""
-        self._slack_ms = 0
-        """Time left beyond the margin at the last check: fast items are read in batches
-        only while it is ample (a turn to slow items then cannot overrun the hop)."""
         self._opened: set[str] = set()
         """Loop paths opened in their scope during this hop (a name used twice is an error)."""
 
@@ -434,44 +432,85 @@ class Run:
         """The bookkeeping between two items: yield if time is short, checkpoint if due."""
         timer = self._timer
         timer.note_progress(self.items_done(), now - self._hop_start)
-        self._slack_ms = timer.remaining_ms() - timer.margin_ms()
-        if self._slack_ms < 0:
+        if timer.remaining_ms() < timer.margin_ms():
             self.end_hop("time")
         if self._past_run_deadline(now):
             self.end_hop("max_run_seconds")
         if now - self._last_write >= self._every:
             self.checkpoint()
 
-    def _loop(self, loop: _Loop, saved: dict[str, Any], iterable: Iterable[T]) -> Iterator[T]:
+    @contextmanager
+    def _looping(self, loop: _Loop) -> Iterator[None]:
         self._stack.append(loop)
         try:
+            yield
+        finally:
+            self._close_loop(loop)
+
+    def _loop(self, loop: _Loop, saved: dict[str, Any], iterable: Iterable[T]) -> Iterator[T]:
+        if self._timer.mono is time.perf_counter:
+            return self._ticked_loop(loop, saved, iterable)
+        return self._timed_loop(loop, saved, iterable)
+
+    def _ticked_loop(
+        self, loop: _Loop, saved: dict[str, Any], iterable: Iterable[T]
+    ) -> Iterator[T]:
+        """The loop on the real clock: the ticker raises ``loop.due`` every CHECK_INTERVAL_S,
+        and the clock is read only then. The stretch since the last check bounds every item
+        in it, so it is what the longest item is measured by (an overestimate by at most a
+        tick for fast items, exact for an item that spans a tick)."""
+        with self._looping(loop):
             if loop.done:
                 return
             iterator = self._skip(loop, saved, iterable)
             timer = self._timer
             mono = timer.mono
-            keyed = loop.key_fn is not None
+            TICKER.add(loop)
+            try:
+                prev = mono()
+                checked = loop.pos
+                # The time check runs once the next item is in hand: a loop whose last item
+                # is done completes instead of ending the hop for nothing.
+                for item in iterator:
+                    if loop.due:
+                        loop.due = False
+                        now = mono()
+                        if loop.pos > checked and not loop.children:
+                            # (nested loops timed their own items)
+                            if now - prev > timer.longest_item_s:
+                                timer.longest_item_s = now - prev
+                        checked = loop.pos
+                        prev = now
+                        self._between(loop, now)
+                    yield item
+                    loop.pos += 1
+                loop.done = True
+            finally:
+                TICKER.discard(loop)
+
+    def _timed_loop(
+        self, loop: _Loop, saved: dict[str, Any], iterable: Iterable[T]
+    ) -> Iterator[T]:
+        """The loop on a test clock: the clock is read after every item."""
+        with self._looping(loop):
+            if loop.done:
+                return
+            iterator = self._skip(loop, saved, iterable)
+            timer = self._timer
+            mono = timer.mono
             prev = mono()
             next_check = prev
-            # The clock is read after every item: a turn from fast items to slow ones is seen
-            # at once (reading it every k items would let k-1 slow items overrun the hop).
-            # The time check runs once the next item is in hand: a loop whose last item is
-            # done completes instead of ending the hop for nothing.
             for item in iterator:
                 if prev >= next_check:
                     self._between(loop, prev)
                     next_check = prev + CHECK_INTERVAL_S
                 yield item
                 loop.pos += 1
-                if keyed:
-                    loop.last = item
                 now = mono()
                 if now - prev > timer.longest_item_s and not loop.children:
                     timer.longest_item_s = now - prev  # (nested loops timed their own items)
                 prev = now
             loop.done = True
-        finally:
-            self._close_loop(loop)
 
     async def _aloop(
         self, loop: _Loop, saved: dict[str, Any], iterable: AsyncIterable[T]
@@ -507,7 +546,6 @@ class Run:
                     next_check = prev + CHECK_INTERVAL_S
                 yield item
                 loop.pos += 1
-                loop.last = item
                 now = timer.mono()
                 if loop.children:
                     self._drop_children(loop)
@@ -576,6 +614,7 @@ class _KeyCheck:
         self.index = -1
 
     def __call__(self, item: Any) -> None:
+        self.loop.last, self.loop.in_hand = self.loop.in_hand, item
         self.index += 1
         index, loop, previous, seen = self.index, self.loop, self.previous, self.seen
         token = _as_saved(self.key_fn(item))

@@ -12,8 +12,11 @@ checkpoint, so hop N+1 starts as cautious as hop N ended.
 from __future__ import annotations
 
 import math
+import os
+import threading
+import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import LongrunError, shown
 
@@ -23,6 +26,8 @@ __all__ = [
     "HEAVY_TAIL",
     "HEAVY_TAIL_HEADROOM",
     "NO_DEADLINE_MS",
+    "TICKER",
+    "Ticker",
     "Timer",
     "remaining_time",
 ]
@@ -199,3 +204,68 @@ def _seconds(ms: Any, default: float) -> float:
     if isinstance(ms, (int, float)) and not isinstance(ms, bool) and ms >= 0:
         return float(ms) / 1000.0
     return default
+
+
+class _Flagged(Protocol):
+    due: bool
+
+
+class Ticker:
+    """One daemon thread that sets ``due`` on every registered loop each ``interval_s``.
+
+    On the real clock, ``run.iterate`` looks at its loop's ``due`` flag between items (one
+    attribute read) instead of reading the clock after every item, and checks the time when
+    the flag is up. A slow item spans a tick, so the check follows it at once, as with a
+    clock read per item. The thread sleeps on a condition while no loop is registered, so
+    an idle process (a warm Lambda environment, a Fargate task between runs) is not woken.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._loops: set[_Flagged] = set()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, loop: _Flagged) -> None:
+        with self._cond:
+            self._loops.add(loop)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="longrun-ticker", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def discard(self, loop: _Flagged) -> None:
+        with self._cond:
+            self._loops.discard(loop)
+
+    def registered(self) -> int:
+        """How many loops are ticked now (0 once every loop has ended)."""
+        with self._cond:
+            return len(self._loops)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._loops:
+                    self._cond.wait()
+                loops = tuple(self._loops)
+            time.sleep(self.interval_s)
+            for loop in loops:
+                loop.due = True
+
+    def _after_fork(self) -> None:
+        # The thread does not exist in a forked child, and its lock may have been held.
+        self._cond = threading.Condition()
+        self._loops = set()
+        self._thread = None
+
+
+CHECK_INTERVAL_S = 0.005
+"""Longest stretch of fast items between two looks at the context's remaining time."""
+
+TICKER = Ticker(CHECK_INTERVAL_S)
+"""The process's ticker (one thread for every run and loop in the process)."""
+
+os.register_at_fork(after_in_child=TICKER._after_fork)

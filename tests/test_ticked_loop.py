@@ -1,0 +1,175 @@
+"""``run.iterate`` on the real clock: a ticker thread raises the loop's ``due`` flag every
+``CHECK_INTERVAL_S`` and the clock is read only then (the simulator's virtual clock takes the
+path that reads it after every item, so these tests use real time).
+
+The outcomes asserted are those a broken ticker would change: a hop that runs into slow items
+still returns before its deadline, ``checkpoint_every_s`` still writes mid-loop, keyed loops
+resume after the right item, and no loop stays registered with the ticker.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from realtime import RealTimeContext
+
+from longrun import MemoryStore, current_run, longrun, ports
+from longrun.timing import TICKER
+
+ARN = "arn:aws:lambda:us-east-1:123456789012:function:ticked"
+FAST = 20_000
+SLOW = 14
+SLOW_S = 0.15
+HOP_S = 2.0
+
+
+class Queues(ports.Transport):
+    """Hand-offs are queued per run id; the test delivers them itself."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, list[dict[str, Any]]] = {}
+        self.lock = threading.Lock()
+
+    def invoke_async(
+        self, function: str, payload: bytes, client: Any, *, tenant_id: str | None = None
+    ) -> None:
+        envelope = json.loads(payload)
+        with self.lock:
+            self.queues.setdefault(envelope["longrun"]["run_id"], []).append(envelope)
+
+    def next(self, run_id: str) -> dict[str, Any]:
+        with self.lock:
+            return self.queues[run_id].pop(0)
+
+
+def drive(handler: Any, transport: Queues, event: dict[str, Any], run_id: str) -> list[int]:
+    """Runs every hop of one run on real time; returns the ms each hop had left at its end."""
+    left: list[int] = []
+    context = RealTimeContext(HOP_S, arn=ARN)
+    result = handler(event, context)
+    left.append(context.get_remaining_time_in_millis())
+    while isinstance(result, dict) and "longrun" in result:
+        context = RealTimeContext(HOP_S, arn=ARN)
+        result = handler(transport.next(run_id), context)
+        left.append(context.get_remaining_time_in_millis())
+    return left
+
+
+def test_a_turn_from_fast_to_slow_items_ends_each_hop_before_its_deadline() -> None:
+    # Three runs at once in one process (one ticker for all): 20,000 instant items, then
+    # items of 150 ms. A loop that is not ticked never looks at the clock after its first
+    # item and would run all 2.1 s of slow items in a 2 s hop.
+    store, transport = MemoryStore(), Queues()
+    counts: dict[str, list[int]] = {}
+
+    @longrun(checkpoint=store, run_id=lambda event: event["id"], checkpoint_every_s=3600)
+    def handler(event: dict[str, Any], context: Any) -> int:
+        run = current_run()
+        mine = counts[run.id]
+        for i in run.iterate(range(FAST + SLOW)):
+            if i >= FAST:
+                time.sleep(SLOW_S)
+            mine[i] += 1
+        return run.hop
+
+    ids = [f"turn-{k}" for k in range(3)]
+    for run_id in ids:
+        counts[run_id] = [0] * (FAST + SLOW)
+    left: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
+
+    def worker(run_id: str) -> None:
+        try:
+            with ports.installed(transport=transport):
+                left[run_id] = drive(handler, transport, {"id": run_id}, run_id)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(run_id,)) for run_id in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    for run_id in ids:
+        assert counts[run_id] == [1] * (FAST + SLOW), run_id  # each item once
+        assert len(left[run_id]) >= 2, left  # the slow items did not fit in one hop
+        assert min(left[run_id]) > 0, left  # no hop ran into its deadline
+        document = store.status(run_id)
+        assert document["status"] == "completed"
+        # The slow items were measured (the stretch since the last check bounds each item).
+        assert document["timing"]["longest_item_ms"] >= SLOW_S * 1000
+    assert TICKER.registered() == 0
+
+
+def test_checkpoint_every_s_writes_in_the_middle_of_a_ticked_loop() -> None:
+    store = MemoryStore()
+    stored_positions: list[int] = []
+
+    @longrun(checkpoint=store, run_id=lambda event: "every", checkpoint_every_s=0.05)
+    def handler(event: Any, context: Any) -> str:
+        run = current_run()
+        for i in run.iterate(range(60)):
+            time.sleep(0.005)
+            if i % 10 == 9:
+                cursor = store.status("every")["cursors"].get("#0", {"pos": 0})
+                stored_positions.append(cursor["pos"])
+        return "done"
+
+    assert handler({}, RealTimeContext(60, arn=ARN)) == "done"
+    # What the store held while the loop ran: positions written by timed checkpoints.
+    assert stored_positions[-1] > 0, stored_positions
+    assert stored_positions == sorted(stored_positions)
+    assert TICKER.registered() == 0
+
+
+def test_keyed_ticked_loop_resumes_after_the_last_finished_item() -> None:
+    store, transport = MemoryStore(), Queues()
+    items = [{"k": f"key-{i:03d}"} for i in range(40)]
+    done: list[str] = []
+    saved_keys: list[Any] = []
+
+    @longrun(checkpoint=store, run_id=lambda event: "keyed", checkpoint_every_s=3600)
+    def handler(event: Any, context: Any) -> int:
+        run = current_run()
+        saved_keys.append(run.last_key("keyed"))
+        for item in run.iterate(items, key=lambda item: item["k"], name="keyed"):
+            if (run.hop, item["k"]) in {(0, "key-013"), (1, "key-029")}:
+                run.end_hop()  # item 13 (then 29) is in hand, not finished
+            done.append(item["k"])
+        if run.hop == 3:
+            return len(done)
+        run.end_hop()  # the loop is done: its saved key is the last item's
+
+    with ports.installed(transport=transport):
+        left = drive(handler, transport, {}, "keyed")
+    assert done == [item["k"] for item in items]  # each once, in order
+    assert len(left) == 4
+    # The key each hop found saved: the last finished item's.
+    assert saved_keys == [None, "key-012", "key-028", "key-039"]
+    assert store.status("keyed")["cursors"]["keyed"] == {
+        "pos": 40,
+        "done": True,
+        "key": "key-039",
+    }
+    assert TICKER.registered() == 0
+
+
+def test_a_loop_ended_by_an_exception_leaves_the_ticker() -> None:
+    @longrun(checkpoint=MemoryStore(), run_id=lambda event: "boom")
+    def handler(event: Any, context: Any) -> None:
+        run = current_run()
+        for i in run.iterate(range(10)):
+            if i == 3:
+                raise ValueError("item 3")
+
+    try:
+        handler({}, RealTimeContext(60, arn=ARN))
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("the handler's error should propagate")
+    assert TICKER.registered() == 0
