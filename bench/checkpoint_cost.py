@@ -5,10 +5,12 @@
 * ``FileStore.replace`` (encoding, lock, seq check, temp file + fsync + rename + dir fsync)
   against a plain write + fsync + rename of the same bytes in the same directory.
 
-State sizes 1 KB to 10 MB. The writes alternate, REPEAT times each; the figures are ratios of
-medians. The raw writes get the bytes already encoded, so the first ratio charges longrun for
-turning ``run.state`` into JSON (and checking its keys); the second baseline encodes the state
-with ``json.dumps`` first, as a hand-written checkpoint would.
+State sizes 1 KB to 10 MB, shaped like job state (many small dicts). The writes alternate,
+REPEAT times each; the figures are ratios of medians. The raw write gets the very bytes the
+store's last save wrote, already encoded, so the first ratio charges longrun for turning
+``run.state`` into JSON (and checking it) and for its fencing; the second baseline encodes the
+state with ``json.dumps`` first, as a hand-written checkpoint would. The codec in use (orjson,
+or the standard library with ``LONGRUN_JSON_CODEC=json``) is printed with the figures.
 
     python bench/checkpoint_cost.py [--repeat 9] [--json]
 """
@@ -26,8 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from longrun import FileStore, S3Store
-from longrun.checkpoint import encode_document
+from longrun import FileStore, S3Store, checkpoint
 
 SIZES = {"1 KB": 1_000, "100 KB": 100_000, "1 MB": 1_000_000, "10 MB": 10_000_000}
 
@@ -92,20 +93,22 @@ def bench_s3(repeat: int) -> list[dict[str, Any]]:
 def s3_size(client: Any, store: S3Store, label: str, size: int, repeat: int) -> dict[str, Any]:
     doc = document(f"s3-{size}", state_of(size))
     holder = [store.create(doc)]
-    data = encode_document(doc)
 
     def ours() -> None:
-        holder[0] = store.replace(holder[0].document, holder[0].token)
+        holder[0] = store.replace(holder[0].checkpoint, holder[0].token)
 
     def raw() -> None:
-        client.put_object(Bucket="bench-bucket", Key=f"raw/{size}.json", Body=data)
+        client.put_object(Bucket="bench-bucket", Key=f"raw/{size}.json", Body=holder[0].data)
 
     def dumped() -> None:
         body = json.dumps(doc, separators=(",", ":")).encode()
         client.put_object(Bucket="bench-bucket", Key=f"raw/{size}.json", Body=body)
 
     ours_s, raw_s, dumped_s = medians(ours, raw, dumped, repeat=repeat)
-    return _row("S3Store.replace vs put_object", label, len(data), ours_s, raw_s, dumped_s, repeat)
+    size_stored = len(holder[0].data)
+    return _row(
+        "S3Store.replace vs put_object", label, size_stored, ours_s, raw_s, dumped_s, repeat
+    )
 
 
 def bench_file(repeat: int) -> list[dict[str, Any]]:
@@ -135,20 +138,25 @@ def write_fsync_rename(directory: Path, data: bytes) -> None:
 def file_size(store: FileStore, plain: Path, label: str, size: int, repeat: int) -> dict[str, Any]:
     doc = document(f"file-{size}", state_of(size))
     holder = [store.create(doc)]
-    data = encode_document(doc)
 
     def ours() -> None:
-        holder[0] = store.replace(holder[0].document, holder[0].token)
+        holder[0] = store.replace(holder[0].checkpoint, holder[0].token)
 
     def raw() -> None:
-        write_fsync_rename(plain, data)
+        write_fsync_rename(plain, holder[0].data)
 
     def dumped() -> None:
         write_fsync_rename(plain, json.dumps(doc, separators=(",", ":")).encode())
 
     ours_s, raw_s, dumped_s = medians(ours, raw, dumped, repeat=repeat)
     return _row(
-        "FileStore.replace vs write+fsync+rename", label, len(data), ours_s, raw_s, dumped_s, repeat
+        "FileStore.replace vs write+fsync+rename",
+        label,
+        len(holder[0].data),
+        ours_s,
+        raw_s,
+        dumped_s,
+        repeat,
     )
 
 
@@ -166,7 +174,12 @@ def _row(
         "ratio": round(ours / raw, 3),
         "ratio_vs_dumps_and_raw": round(ours / dumped, 3),
         "repeat": repeat,
+        "codec": codec_name(),
     }
+
+
+def codec_name() -> str:
+    return "orjson" if checkpoint._encoder() is not checkpoint._stdlib_part else "json"
 
 
 def main() -> None:
@@ -178,6 +191,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows))
         return
+    print(f"codec: {codec_name()}")
     for row in rows:
         print(
             f"{row['what']:<42} {row['state']:>7}: ours {row['ours_ms']:8.2f} ms, "

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextvars
 import json
 import time
-from contextlib import contextmanager
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar, overload
 
 from .errors import CursorKeyMissing, LongrunError, NotInRunError, shown
@@ -183,11 +183,7 @@ class Run:
             # The time before the first call is set-up, not a step.
             self._timer.note_progress(self._steps, now - self._hop_start)
             self._steps += 1
-        return (
-            self.signal is not None
-            or self._timer.should_yield()
-            or self._past_run_deadline(now)
-        )
+        return self.signal is not None or self._timer.should_yield() or self._past_run_deadline(now)
 
     def end_hop(self, reason: str = "requested") -> NoReturn:
         """End this hop now: checkpoint, then continue the run in a new invocation."""
@@ -263,9 +259,7 @@ class Run:
             raise self.signal
         # Validate before taking a loop number, so a rejected call shifts no default name.
         if key is not None and not callable(key):
-            raise LongrunError(
-                f"run.iterate(key={shown(key)}): key must be a function of an item."
-            )
+            raise LongrunError(f"run.iterate(key={shown(key)}): key must be a function of an item.")
         if ordered and key is None:
             raise LongrunError("run.iterate(ordered=True) needs key=: order is judged on keys.")
         if name is not None and (
@@ -475,10 +469,14 @@ class Run:
                     if loop.due:
                         loop.due = False
                         now = mono()
-                        if loop.pos > checked and not loop.children:
-                            # (nested loops timed their own items)
-                            if now - prev > timer.longest_item_s:
-                                timer.longest_item_s = now - prev
+                        # (nested loops timed their own items)
+                        stretch = now - prev
+                        if (
+                            loop.pos > checked
+                            and not loop.children
+                            and stretch > timer.longest_item_s
+                        ):
+                            timer.longest_item_s = stretch
                         checked = loop.pos
                         prev = now
                         self._between(loop, now)
@@ -488,9 +486,7 @@ class Run:
             finally:
                 TICKER.discard(loop)
 
-    def _timed_loop(
-        self, loop: _Loop, saved: dict[str, Any], iterable: Iterable[T]
-    ) -> Iterator[T]:
+    def _timed_loop(self, loop: _Loop, saved: dict[str, Any], iterable: Iterable[T]) -> Iterator[T]:
         """The loop on a test clock: the clock is read after every item."""
         with self._looping(loop):
             if loop.done:

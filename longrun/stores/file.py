@@ -30,6 +30,7 @@ __all__ = ["FileStore"]
 # The base store always writes "format" then "seq" first, so the version is in the first bytes.
 _SEQ_PREFIX = re.compile(rb'\A\{"format":\d+,"seq":(\d+)[,}]')
 _LOCK_NAME = ".lock"
+_HEAD_BYTES = 64
 
 # lockf excludes other processes only: threads of this process take one of these first. A
 # fixed set of stripes bounds the memory; two runs sharing a stripe only wait for each other.
@@ -64,14 +65,25 @@ class FileStore(CheckpointStore):
         return self._path(self._object_key(name)).as_uri()
 
     @contextlib.contextmanager
-    def _locked(self, key: str) -> Iterator[Path]:
+    def _locked(self, key: str, *, make_dir: bool = True) -> Iterator[Path]:
+        """Hold the run's locks; without ``make_dir``, a missing folder is a conflict (the
+        run was deleted since it was read)."""
         path = self._path(key)
         # The thread lock is held until the descriptor is closed: closing any descriptor of
         # a file drops every lockf lock this process holds on it, another thread's included.
         with _thread_lock(path.parent):
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                if make_dir:
+                    path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(path.parent / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+            except FileNotFoundError as exc:
+                if make_dir:
+                    raise StoreError(
+                        f"cannot open {self.describe(key)} for writing: {exc}"
+                    ) from exc
+                raise CheckpointConflict(
+                    f"{self.describe(key)} was deleted since it was read"
+                ) from None
             except OSError as exc:
                 raise StoreError(f"cannot open {self.describe(key)} for writing: {exc}") from exc
             try:
@@ -133,17 +145,31 @@ class FileStore(CheckpointStore):
             self._write_atomically(key, path, data)
         return self._seq_of(data)
 
+    def _stored_seq(self, key: str, path: Path) -> int | None:
+        """The stored document's ``seq``, read from its first bytes where longrun puts it."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise CheckpointConflict(
+                f"{self.describe(key)} was deleted since it was read"
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.describe(key)}: {exc}") from exc
+        try:
+            head = os.pread(fd, _HEAD_BYTES, 0)
+            match = _SEQ_PREFIX.match(head)
+            if match:
+                return int(match.group(1))
+            with open(fd, "rb", closefd=False) as handle:  # not longrun's layout: parse all
+                return self._seq_of(handle.read())
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.describe(key)}: {exc}") from exc
+        finally:
+            os.close(fd)
+
     def _replace(self, key: str, data: bytes, token: Token) -> Token:
-        with self._locked(key) as path:
-            try:
-                current = path.read_bytes()
-            except FileNotFoundError:
-                raise CheckpointConflict(
-                    f"{self.describe(key)} was deleted since it was read"
-                ) from None
-            except OSError as exc:
-                raise StoreError(f"cannot read {self.describe(key)}: {exc}") from exc
-            if self._seq_of(current) != token:
+        with self._locked(key, make_dir=False) as path:
+            if self._stored_seq(key, path) != token:
                 raise CheckpointConflict(f"{self.describe(key)} changed since it was read")
             self._write_atomically(key, path, data)
         return self._seq_of(data)
