@@ -11,7 +11,7 @@
 ``import longrun`` does not import boto3: clients are created on first use.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Fargate
 from .decorator import longrun
@@ -37,11 +37,18 @@ from .errors import (
     StoreError,
 )
 from .run import Run, current_run
-from .stores import CheckpointStore, FileStore, MemoryStore, S3Store
+from .stores import CheckpointStore, MemoryStore, S3Store
+
+if TYPE_CHECKING:
+    from .stores.file import FileStore
 
 
 def __getattr__(name: str) -> Any:
     # __version__ on demand: importlib.metadata costs ~30 ms of every cold start.
+    if name == "FileStore":  # on first use: pathlib is not needed by an S3-only function
+        from .stores.file import FileStore
+
+        return FileStore
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import uuid
 from collections import OrderedDict
 from typing import Any
 
@@ -69,6 +68,8 @@ class Writer:
         self.ports = ports
         self.loaded = loaded
         self.write_s: float | None = None
+        self.writes: list[tuple[int, float]] = []
+        """Bytes and seconds of each write by this invocation (for its metrics)."""
         self.lock = threading.RLock()  # the heartbeat thread writes too
 
     @classmethod
@@ -91,6 +92,7 @@ class Writer:
 
     def _written(self, what: str, loaded: Loaded, start: float) -> None:
         self.write_s = self.ports.clock.mono() - start
+        self.writes.append((loaded.size, self.write_s))
         self.loaded = loaded
         self.ports.observer.after_write(loaded.checkpoint.run_id, what, loaded.document)
 
@@ -111,15 +113,19 @@ class Caller:
         context: Any,
         *,
         lambda_client: Any = None,
+        user_logger: Any = None,
     ) -> None:
         self.settings = settings
+        self.user_logger = user_logger
+        self.handoff_s: float | None = None
+        """How long this invocation's hand-off took (an invoke, or a task start)."""
         self.store = store
         self.event = event
         self.context = context
         self.lambda_client = lambda_client
         self.ports = active()
         self.clock, self.transport = self.ports.clock, self.ports.transport
-        self.request_id = str(getattr(context, "aws_request_id", "") or uuid.uuid4())
+        self.request_id = str(getattr(context, "aws_request_id", "") or _uuid4())
         self.function = getattr(context, "invoked_function_arn", None)
         self.where = str(
             getattr(context, "longrun_where", "") or ("lambda" if context else "local")
@@ -176,7 +182,8 @@ class Caller:
                 f"run {run_id}: checkpoint saved but starting hop {hop} failed: {exc}. "
                 "Lambda's retry of this invocation resumes the run from this checkpoint."
             ) from exc
-        HANDOFFS.put(run_id, self.clock.mono() - start)
+        self.handoff_s = self.clock.mono() - start
+        HANDOFFS.put(run_id, self.handoff_s)
 
     def start_task(self, writer: Writer, hop: int) -> str:
         """RunTask for ``hop``, then record its ARN (a lost race there is harmless)."""
@@ -185,7 +192,9 @@ class Caller:
         if escalate is None:  # callers check first; kept for the type checker and for safety
             raise EscalationFailed(f"run {run_id}: no Fargate target is configured")
         tenant = writer.loaded.checkpoint.tenant_id or self.tenant_id
+        start = self.clock.mono()
         task_arn = self.transport.start_task(escalate, run_id, hop, tenant_id=tenant)
+        self.handoff_s = self.clock.mono() - start
         with writer.lock:
             stored = writer.stored()
             escalation = stored.escalation or Escalation(reason="escalation", hop=hop)
@@ -212,3 +221,9 @@ def _error_code(exc: BaseException) -> str:
     if isinstance(response, dict):
         return str((response.get("Error") or {}).get("Code") or "")
     return type(exc).__name__
+
+
+def _uuid4() -> str:
+    import uuid  # (on demand: uuid and the platform module it loads cost ~2 ms at import)
+
+    return str(uuid.uuid4())

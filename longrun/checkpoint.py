@@ -29,8 +29,8 @@ import json
 import math
 import os
 import re
+import sys
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -172,7 +172,7 @@ def _find_unserializable(value: Any, path: str) -> tuple[str, str] | None:
             if math.isfinite(node):
                 continue
             return where, f"the float {node!r} is not valid JSON"
-        if isinstance(node, uuid.UUID):
+        if _is_uuid(node):
             continue
         if isinstance(node, enum.Enum):
             stack.append((node.value, where, depth))
@@ -238,9 +238,15 @@ _Encoder = Callable[[Any], "bytes | None"]
 _ENCODER: list[_Encoder] = []
 
 
+def _is_uuid(value: Any) -> bool:
+    # (no UUID exists unless the uuid module was imported: longrun does not import it)
+    module = sys.modules.get("uuid")
+    return module is not None and isinstance(value, module.UUID)
+
+
 def _plain(value: Any) -> Any:
     """The standard library's ``default``: what orjson takes natively and no more."""
-    if isinstance(value, uuid.UUID):
+    if _is_uuid(value):
         return str(value)
     if isinstance(value, enum.Enum):
         return value.value

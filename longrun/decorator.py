@@ -14,6 +14,7 @@ from .config import Fargate, Settings, resolve
 from .errors import LongrunConfigError
 from .hop import ClaimedHop, DetachedHop, Response
 from .invocation import Invocation
+from .observe import check_user_logger
 from .run import _activate, _deactivate
 from .stores.base import CheckpointStore
 
@@ -56,6 +57,7 @@ def longrun(
     escalate: Fargate | bool | None = None,
     lambda_client: Any = None,
     disabled: bool | None = None,
+    logger: Any = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -72,6 +74,7 @@ def longrun(
     escalate: Fargate | bool | None = None,
     lambda_client: Any = None,
     disabled: bool | None = None,
+    logger: Any = None,
 ) -> F | Callable[[F], F]:
     """Make a Lambda handler run for as long as its job needs.
 
@@ -101,6 +104,8 @@ def longrun(
     * ``lambda_client``: a boto3 Lambda client for the self re-invocation (default: created
       on first use).
     * ``disabled``: run the handler with no checkpoints and no hops (``LONGRUN_DISABLED``).
+    * ``logger``: your Powertools ``Logger``; during each hop its records carry ``run_id``,
+      ``hop``, ``where`` and ``function_request_id`` (see ``docs/observability.md``).
     """
     explicit: dict[str, Any] = {
         "checkpoint": checkpoint,
@@ -117,8 +122,10 @@ def longrun(
             longrun,
             run_id=run_id,
             lambda_client=lambda_client,
+            logger=logger,
             **explicit,
         )
+    check_user_logger(logger)
     if run_id is not None and not callable(run_id):
         raise LongrunConfigError(
             f"run_id={run_id!r} must be a function of the event returning the run's id, "
@@ -130,16 +137,20 @@ def longrun(
     def settings() -> Settings:
         return resolve(explicit, ports.active().settings)
 
-    def start(
-        args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> ClaimedHop | DetachedHop | Response:
+    def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ClaimedHop | DetachedHop | Response:
         """The hop to run the handler in (claimed, or detached when disabled), or an answer."""
         event, context = _bind(*args, **kwargs)
         resolved = settings()
         if resolved.disabled or resolved.store is None:
             return DetachedHop(event, resolved)
         invocation = Invocation(
-            resolved, resolved.store, event, context, run_id_fn=run_id, lambda_client=lambda_client
+            resolved,
+            resolved.store,
+            event,
+            context,
+            run_id_fn=run_id,
+            lambda_client=lambda_client,
+            user_logger=logger,
         )
         return invocation.begin()
 
@@ -155,15 +166,18 @@ def longrun(
             handle = start(args, kwargs)
             if isinstance(handle, dict):
                 return handle
-            run = handle.run
-            token = _activate(run)
             try:
-                result = await wrapped(*_with_event(args, kwargs, run.event), **kwargs)
-            except BaseException as exc:
-                return handle.ended(exc)
+                run = handle.run
+                token = _activate(run)
+                try:
+                    result = await wrapped(*_with_event(args, kwargs, run.event), **kwargs)
+                except BaseException as exc:
+                    return handle.ended(exc)
+                finally:
+                    _deactivate(token)
+                return handle.finished(result)
             finally:
-                _deactivate(token)
-            return handle.finished(result)
+                handle.close()
 
         return cast(F, async_wrapper(wrapped))
 
@@ -174,14 +188,17 @@ def longrun(
         handle = start(args, kwargs)
         if isinstance(handle, dict):
             return handle
-        run = handle.run
-        token = _activate(run)
         try:
-            result = wrapped(*_with_event(args, kwargs, run.event), **kwargs)
-        except BaseException as exc:
-            return handle.ended(exc)
+            run = handle.run
+            token = _activate(run)
+            try:
+                result = wrapped(*_with_event(args, kwargs, run.event), **kwargs)
+            except BaseException as exc:
+                return handle.ended(exc)
+            finally:
+                _deactivate(token)
+            return handle.finished(result)
         finally:
-            _deactivate(token)
-        return handle.finished(result)
+            handle.close()
 
     return cast(F, sync_wrapper(wrapped))

@@ -15,11 +15,10 @@ import functools
 import json
 import logging
 import traceback
-import uuid
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from .caller import HANDOFFS, Caller, Writer, no_function
+from .caller import HANDOFFS, Caller, Writer, _uuid4, no_function
 from .checkpoint import is_plain_json
 from .config import Settings
 from .errors import (
@@ -35,6 +34,7 @@ from .errors import (
     StoreError,
     shown,
 )
+from .observe import HopObservation
 from .ports import active, mono_function
 from .protocol import (
     Act,
@@ -50,7 +50,7 @@ from .protocol import (
 )
 from .run import Cancelled, EndHop, Run, Superseded
 from .stores.base import Loaded
-from .timing import Timer
+from .timing import NO_DEADLINE_MS, Timer
 
 __all__ = ["ClaimedHop", "DetachedHop", "Response", "failed"]
 
@@ -68,6 +68,7 @@ class ClaimedHop:
         self.clock, self.transport = caller.clock, caller.transport
         self.writer = writer
         self.hop_index = hop_index
+        self.observation: HopObservation | None = None
         checkpoint = writer.loaded.checkpoint
         settings = self.settings
         timer = Timer(
@@ -150,8 +151,21 @@ class ClaimedHop:
             raise
 
     def start(self) -> None:
-        """Hand the run to observers; fail it at once if it is past ``max_run_seconds``."""
+        """Open the hop's log keys, hand the run to observers; fail it at once if it is past
+        ``max_run_seconds``. :meth:`close` must follow, whatever happens."""
         run = self.run
+        caller = self.caller
+        entry = self.writer.loaded.checkpoint.hops[self.hop_index]
+        self.observation = HopObservation(
+            run_id=run.id,
+            hop=run.hop,
+            where=caller.where,
+            request_id=caller.request_id,
+            function_name=_function_name(caller.function),
+            retry=entry.attempt > 0,
+            user_logger=caller.user_logger,
+        )
+        self.observation.open()
         self.caller.ports.observer.on_run(run, self.heartbeat)
         log.info("run %s hop %d: started (%s)", run.id, run.hop, self.caller.where)
         if run._past_run_deadline(run._timer.mono()):
@@ -205,9 +219,7 @@ class ClaimedHop:
 
     def save_progress(self) -> None:
         """A checkpoint during the hop (``run.checkpoint()`` and the periodic one)."""
-        self._write_own(
-            "checkpoint", Status.RUNNING, claim=self.caller.claim(self.clock.wall_ms())
-        )
+        self._write_own("checkpoint", Status.RUNNING, claim=self.caller.claim(self.clock.wall_ms()))
 
     def heartbeat(self) -> bool:
         """Renew a leased claim (Fargate) without touching progress; False if it was lost.
@@ -361,6 +373,28 @@ class ClaimedHop:
         log.info("run %s completed at hop %d", run.id, run.hop)
         return result
 
+    def close(self) -> None:
+        """The hop is over: reset its log keys and emit its metrics."""
+        observation = self.observation
+        if observation is None:
+            return
+        self.observation = None
+        checkpoint = self.writer.loaded.checkpoint
+        remaining = self.caller.remaining_ms()
+        observation.close(
+            {
+                "continued": checkpoint.status is Status.CONTINUED and checkpoint.next == "lambda",
+                "escalated": checkpoint.status is Status.ESCALATED or checkpoint.next == "fargate",
+                "items": self.run.items_done(),
+                "writes": self.writer.writes,
+                "HandoffMs": None
+                if self.caller.handoff_s is None
+                else round(self.caller.handoff_s * 1000, 3),
+                "MarginMs": self.run.margin_ms(),
+                "UnusedMs": None if remaining >= NO_DEADLINE_MS else remaining,
+            }
+        )
+
     def stopped(self, signal: Superseded | Cancelled) -> Response:
         """The claim was lost to a newer hop or to a cancel: answer without hopping."""
         status = Answer.CANCELLED if isinstance(signal, Cancelled) else Answer.SUPERSEDED
@@ -423,7 +457,7 @@ class DetachedHop:
     def __init__(self, event: Any, settings: Settings) -> None:
         timer = Timer(None, mono_function(active().clock), fixed_margin_ms=0, min_margin_ms=0)
         self.run = Run(
-            run_id=f"disabled-{uuid.uuid4()}",
+            run_id=f"disabled-{_uuid4()}",
             hop=0,
             event=event,
             state={},
@@ -444,6 +478,9 @@ class DetachedHop:
         if self.run.signal is not None:  # the handler caught the signal and returned
             return self.ended(self.run.signal)
         return result
+
+    def close(self) -> None:
+        """Nothing to close: a detached hop has no run to observe."""
 
 
 def _with(entry: HopEntry, **changes: Any) -> HopEntry:
@@ -489,3 +526,11 @@ def failed(
 def _stored_state(data: bytes) -> Any:
     """``state`` as a checkpoint's bytes hold it."""
     return json.loads(data)["state"]
+
+
+def _function_name(arn: Any) -> str | None:
+    """The function's name from its (possibly qualified) ARN."""
+    if not isinstance(arn, str) or not arn:
+        return None
+    parts = arn.split(":")
+    return parts[6] if len(parts) > 6 else arn

@@ -58,8 +58,11 @@ class Invocation(Caller):
         *,
         run_id_fn: Callable[[Any], str] | None = None,
         lambda_client: Any = None,
+        user_logger: Any = None,
     ) -> None:
-        super().__init__(settings, store, event, context, lambda_client=lambda_client)
+        super().__init__(
+            settings, store, event, context, lambda_client=lambda_client, user_logger=user_logger
+        )
         self.run_id_fn = run_id_fn
 
     def begin(self) -> Response | ClaimedHop:
@@ -70,7 +73,13 @@ class Invocation(Caller):
             try:
                 hop.start()
             except (Superseded, Cancelled) as signal:
-                return hop.stopped(signal)
+                try:
+                    return hop.stopped(signal)
+                finally:
+                    hop.close()
+            except BaseException:
+                hop.close()
+                raise
         return hop
 
     def _new_run_id(self) -> str:
@@ -216,6 +225,4 @@ class Invocation(Caller):
         if self.settings.escalate is None:
             return self._duplicate(run_id, hop, "escalated, but no Fargate target is configured")
         task_arn = self.start_task(Writer(self.store, self.ports, loaded), hop + 1)
-        return answer(
-            run_id, Answer.CONTINUED, hop, next="fargate", task_arn=task_arn, resent=True
-        )
+        return answer(run_id, Answer.CONTINUED, hop, next="fargate", task_arn=task_arn, resent=True)

@@ -1,0 +1,201 @@
+"""A hop's logs and metrics, through Powertools for AWS Lambda.
+
+* **Logs.** In Lambda and in the Fargate runner, longrun's own records (the ``longrun`` logger
+  and its children) are written by a Powertools ``Logger``: one JSON object per line on
+  stdout, level from ``POWERTOOLS_LOG_LEVEL`` / ``LOG_LEVEL``, service from
+  ``POWERTOOLS_SERVICE_NAME``. Every record made while a hop runs carries ``run_id``, ``hop``,
+  ``where`` and ``function_request_id``; with ``@longrun(..., logger=my_logger)`` the user's
+  own Powertools Logger carries them too, for the hop only. The keys live in a context
+  variable, so concurrent runs in one process (threads or asyncio tasks) each log their own.
+  ``LONGRUN_LOG_FORMAT``: ``auto`` (the default: Powertools in AWS, unless the ``longrun``
+  logger already has handlers), ``powertools`` or ``plain`` (leave logging as configured).
+* **Metrics.** One EMF blob per hop through Powertools ``EphemeralMetrics`` (it never mixes
+  with the user's own ``Metrics``): ``Hops``, ``Retries``, ``Continuations``, ``Escalations``,
+  ``ItemsDone``, ``CheckpointBytes`` and ``CheckpointMs`` (one value per write), ``HandoffMs``,
+  ``MarginMs``, ``UnusedMs``. Namespace ``POWERTOOLS_METRICS_NAMESPACE`` (default
+  ``longrun``), service ``POWERTOOLS_SERVICE_NAME``, the function name as a dimension.
+  ``LONGRUN_METRICS``: ``auto`` (in AWS), ``on`` or ``off``.
+
+Powertools is imported at the first hop, never by ``import longrun`` (it costs about 25 ms).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import LongrunConfigError, shown
+
+__all__ = [
+    "ENV_LOG_FORMAT",
+    "ENV_METRICS",
+    "HOP_KEYS",
+    "HopObservation",
+    "check_user_logger",
+    "setup_logging",
+]
+
+ENV_LOG_FORMAT = "LONGRUN_LOG_FORMAT"
+ENV_METRICS = "LONGRUN_METRICS"
+HOP_KEYS = ("run_id", "hop", "where", "function_request_id")
+
+_keys: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "longrun_hop_keys", default=None
+)
+
+
+class _HopKeys(logging.Filter):
+    """Adds the current hop's keys to each record passing a handler (Powertools' formatter
+    writes a record's extra attributes as JSON keys)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        keys = _keys.get()
+        if keys:
+            fields = record.__dict__
+            for name, value in keys.items():
+                fields.setdefault(name, value)
+        return True
+
+
+HOP_KEYS_FILTER = _HopKeys()
+
+_setup = threading.Lock()
+_logging_done = False
+
+
+def in_aws() -> bool:
+    """Running in Lambda or in an ECS task (the Fargate runner)."""
+    return bool(
+        os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+        or os.environ.get("ECS_CONTAINER_METADATA_URI_V4")
+    )
+
+
+def _choice(env_name: str, allowed: tuple[str, ...]) -> str:
+    raw = os.environ.get(env_name, "")
+    value = raw.strip().lower() or "auto"
+    if value not in allowed:
+        raise LongrunConfigError(
+            f"{env_name}={shown(raw, 60)} is not one of {', '.join(allowed)}; unset it for auto."
+        )
+    return value
+
+
+def setup_logging() -> None:
+    """Route longrun's records through a Powertools Logger (once per process)."""
+    global _logging_done
+    if _logging_done:
+        return
+    with _setup:
+        if _logging_done:
+            return
+        mode = _choice(ENV_LOG_FORMAT, ("auto", "powertools", "plain"))
+        own = logging.getLogger("longrun")
+        if mode == "powertools" or (mode == "auto" and in_aws() and not own.handlers):
+            from aws_lambda_powertools import Logger
+
+            powertools = Logger(service="longrun", stream=sys.stdout)
+            service = os.environ.get("POWERTOOLS_SERVICE_NAME")
+            if service:
+                powertools.append_keys(service=service)
+            powertools.registered_handler.addFilter(HOP_KEYS_FILTER)
+        _logging_done = True
+
+
+def check_user_logger(logger: Any) -> Any:
+    """``logger=`` must be a Powertools Logger (checked without importing Powertools)."""
+    if logger is not None and not (
+        hasattr(logger, "registered_handler") and hasattr(logger, "append_keys")
+    ):
+        raise LongrunConfigError(
+            f"logger={shown(logger, 80)} is not a Powertools Logger; pass "
+            "aws_lambda_powertools.Logger(...) (longrun adds run_id, hop, where and "
+            "function_request_id to its records during each hop)."
+        )
+    return logger
+
+
+def _attach(logger: Any) -> None:
+    handler = logger.registered_handler
+    if HOP_KEYS_FILTER not in handler.filters:
+        handler.addFilter(HOP_KEYS_FILTER)
+
+
+def metrics_enabled() -> bool:
+    mode = _choice(ENV_METRICS, ("auto", "on", "off"))
+    return mode == "on" or (mode == "auto" and in_aws())
+
+
+class HopObservation:
+    """One hop's log keys (set while it runs) and the figures of its metrics blob."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        hop: int,
+        where: str,
+        request_id: str,
+        function_name: str | None,
+        retry: bool,
+        user_logger: Any = None,
+    ) -> None:
+        self.keys = {
+            "run_id": run_id,
+            "hop": hop,
+            "where": where,
+            "function_request_id": request_id,
+        }
+        self.function_name = function_name
+        self.retry = retry
+        self.user_logger = user_logger
+        self._token: contextvars.Token[Mapping[str, Any] | None] | None = None
+
+    def open(self) -> None:
+        setup_logging()
+        if self.user_logger is not None:
+            _attach(self.user_logger)
+        self._token = _keys.set(self.keys)
+
+    def close(self, figures: Mapping[str, Any]) -> None:
+        """Reset the log keys; emit the hop's metrics (never failing the hop)."""
+        if self._token is not None:
+            _keys.reset(self._token)
+            self._token = None
+        try:
+            if metrics_enabled():
+                self._emit(figures)
+        except LongrunConfigError:
+            raise
+        except Exception as exc:  # metrics are never worth a hop
+            logging.getLogger("longrun").warning("could not emit metrics: %s", exc)
+
+    def _emit(self, figures: Mapping[str, Any]) -> None:
+        from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+        metrics = EphemeralMetrics(
+            namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "longrun",
+            service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "longrun",
+        )
+        if self.function_name:
+            metrics.add_dimension(name="function_name", value=self.function_name)
+        count, ms, size = MetricUnit.Count, MetricUnit.Milliseconds, MetricUnit.Bytes
+        add = metrics.add_metric
+        add(name="Hops", unit=count, value=1)
+        add(name="Retries", unit=count, value=1 if self.retry else 0)
+        add(name="Continuations", unit=count, value=1 if figures.get("continued") else 0)
+        add(name="Escalations", unit=count, value=1 if figures.get("escalated") else 0)
+        add(name="ItemsDone", unit=count, value=figures.get("items", 0))
+        for nbytes, seconds in figures.get("writes", ()):
+            add(name="CheckpointBytes", unit=size, value=nbytes)
+            add(name="CheckpointMs", unit=ms, value=round(seconds * 1000, 3))
+        for name in ("HandoffMs", "MarginMs", "UnusedMs"):
+            value = figures.get(name)
+            if value is not None:
+                add(name=name, unit=ms, value=value)
+        metrics.flush_metrics()
