@@ -162,7 +162,7 @@ class ClaimedHop:
             where=caller.where,
             request_id=caller.request_id,
             function_name=_function_name(caller.function),
-            retry=entry.attempt > 0,
+            retry=entry.attempt > 1,
             user_logger=caller.user_logger,
         )
         self.observation.open()

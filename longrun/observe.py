@@ -5,7 +5,8 @@
   stdout, level from ``POWERTOOLS_LOG_LEVEL`` / ``LOG_LEVEL``, service from
   ``POWERTOOLS_SERVICE_NAME``. Every record made while a hop runs carries ``run_id``, ``hop``,
   ``where`` and ``function_request_id``; with ``@longrun(..., logger=my_logger)`` the user's
-  own Powertools Logger carries them too, for the hop only. The keys live in a context
+  own Powertools Logger carries them too, for the hop only; longrun's records also name their
+  ``logger``. The keys live in a context
   variable, so concurrent runs in one process (threads or asyncio tasks) each log their own.
   ``LONGRUN_LOG_FORMAT``: ``auto`` (the default: Powertools in AWS, unless the ``longrun``
   logger already has handlers), ``powertools`` or ``plain`` (leave logging as configured).
@@ -64,6 +65,14 @@ class _HopKeys(logging.Filter):
 
 HOP_KEYS_FILTER = _HopKeys()
 
+
+class _LoggerName(logging.Filter):
+    """Names the logger in longrun's own JSON records (``longrun``, ``longrun.runner``, ...)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.setdefault("logger", record.name)
+        return True
+
 _setup = threading.Lock()
 _logging_done = False
 
@@ -104,6 +113,7 @@ def setup_logging() -> None:
             if service:
                 powertools.append_keys(service=service)
             powertools.registered_handler.addFilter(HOP_KEYS_FILTER)
+            powertools.registered_handler.addFilter(_LoggerName())
         _logging_done = True
 
 
