@@ -1,5 +1,6 @@
-"""A job whose hops are observed (the emulator sets its store through LONGRUN_CHECKPOINT_URI): the user's own Powertools Logger (``logger=``), hops that
-end by time, and an EMF blob per hop (run in the emulator by tests/test_observability.py)."""
+"""A job whose hops are observed: the user's own Powertools Logger (``logger=``), hops that
+end by time, and an EMF blob per hop. The emulator sets its store (LONGRUN_CHECKPOINT_URI);
+tests/test_observability.py runs it."""
 
 from __future__ import annotations
 
