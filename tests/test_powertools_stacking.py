@@ -170,3 +170,34 @@ def test_a_run_outliving_its_idempotency_record_is_not_started_again(
     assert final == {"done": 6}
     assert done == list(range(6))  # every item once
     assert store.status("job-7")["status"] == "completed"
+
+
+def test_idempotent_below_longrun_refuses_the_next_hop_as_the_docs_warn(
+    idempotency_table: str,
+) -> None:
+    """The order docs/observability.md warns against: longrun ends hop 0 with a
+    BaseException, the utility's record stays in progress, and hop 1 (which passes the utility
+    the same original event) is refused. The run keeps its checkpoint."""
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyAlreadyInProgressError,
+    )
+
+    store = MemoryStore()
+    transport = Queue()
+    clock = VirtualClock()
+    layer = DynamoDBPersistenceLayer(table_name=idempotency_table)
+
+    @longrun(checkpoint=store, run_id=lambda event: event["job_id"])
+    @idempotent(persistence_store=layer, config=IdempotencyConfig(event_key_jmespath="job_id"))
+    def handler(event: dict[str, Any], context: Any) -> str:
+        run = current_run()
+        for i in run.iterate(range(6)):
+            if i == 3 and run.hop == 0:
+                run.end_hop()
+        return "ok"
+
+    with ports.installed(clock=clock, transport=transport):
+        handler({"job_id": "job-8"}, FakeContext(clock, timeout_s=60))
+        with pytest.raises(IdempotencyAlreadyInProgressError):
+            handler(transport.sent[0], FakeContext(clock, timeout_s=60))
+    assert store.status("job-8")["cursors"]["#0"]["pos"] == 3  # nothing lost
