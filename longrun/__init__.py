@@ -37,6 +37,7 @@ from .errors import (
     StoreError,
 )
 from .run import Run, current_run
+from .status import RunInfo, get_run
 from .stores import CheckpointStore, MemoryStore, S3Store
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ __all__ = [
     "NotInRunError",
     "RecursionStopped",
     "Run",
+    "RunInfo",
     "RunNotFound",
     "RunTimeExceeded",
     "S3Store",
@@ -87,5 +89,6 @@ __all__ = [
     "StoreError",
     "__version__",
     "current_run",
+    "get_run",
     "longrun",
 ]
