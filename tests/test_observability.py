@@ -188,3 +188,39 @@ def test_a_bad_metrics_switch_names_the_value(monkeypatch: pytest.MonkeyPatch) -
 
     with pytest.raises(LongrunConfigError, match=r"LONGRUN_METRICS='sometimes' is not one of"):
         handler({}, FakeContext(VirtualClock(), timeout_s=60))
+
+
+def test_a_retried_hop_counts_as_a_retry(longrun_local: LocalLambda) -> None:
+    from longrun.testing.emulator import InvocationRecord
+
+    killed: list[InvocationRecord] = []
+
+    def kill_after(record: InvocationRecord) -> float | None:
+        if not killed and record.event_hop == 1 and record.attempt == 1:
+            killed.append(record)
+            return 0.5  # SIGKILL halfway through hop 1's first attempt
+        return None
+
+    fn = longrun_local.deploy(
+        APP,
+        name="observed-retry",
+        timeout_s=1.6,
+        env=ENV,
+        escalate=False,
+        retry_delays_s=(1.8, 1.8),  # after the killed hop's claim has expired
+        kill_after=kill_after,
+    )
+    longrun_local.invoke(fn, {"job": "job-r", "items": 24, "work_s": 0.1})
+    report = longrun_local.wait(timeout=WAIT_S)
+    hops = [r for r in report.invocations if r.run_id == "job-r"]
+    assert hops[-1].outcome == "completed"
+    [dead] = [r for r in hops if r.outcome == "killed"]
+    assert not emf(json_lines(dead.log))  # killed before its hop ended: no blob
+    [retry] = [r for r in hops if r.kind == "retry"]
+    assert retry.request_id == dead.request_id and retry.hop == 1
+    retried = {r.request_id for r in hops if r.kind == "retry"}
+    for record in hops:
+        if record.outcome == "killed":
+            continue
+        [blob] = emf(json_lines(record.log))
+        assert one(blob, "Retries") == (1 if record.request_id in retried else 0), record.kind
