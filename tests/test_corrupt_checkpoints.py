@@ -25,21 +25,9 @@ from longrun import (
 )
 from longrun.checkpoint import make_envelope
 from longrun.resume import resume_in_lambda
-from longrun.testing import FakeContext, VirtualClock
+from longrun.testing import FakeContext, RecordingTransport, VirtualClock
 
 Doc = dict[str, Any]
-
-
-class _Captured(ports.Transport):
-    """Real clocks; hand-offs are recorded instead of sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def invoke_async(
-        self, function: str, payload: bytes, client: Any, *, tenant_id: str | None = None
-    ) -> None:
-        self.sent.append(json.loads(payload))
 
 
 class Runs:
@@ -47,7 +35,7 @@ class Runs:
         self.store = FileStore(root)
         self.root = root
         self.calls: Counter[tuple[str, int]] = Counter()
-        self.hooks = _Captured()
+        self.hooks = RecordingTransport()
         calls = self.calls
 
         @longrun(checkpoint=self.store, run_id=lambda event: event["id"], max_hops=5)

@@ -27,7 +27,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from moto import mock_aws
 
 from longrun import MemoryStore, current_run, longrun, observe, ports
-from longrun.testing import FakeContext, LambdaSim, VirtualClock
+from longrun.testing import FakeContext, LambdaSim, RecordingTransport, VirtualClock
 
 ITEMS = 12
 
@@ -105,18 +105,6 @@ def test_stacked_with_logger_metrics_and_tracer(
 # -- the idempotency utility -------------------------------------------------------------------
 
 
-class Queue(ports.Transport):
-    """Continuations are kept for the test to deliver."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def invoke_async(
-        self, function: str, payload: bytes, client: Any, *, tenant_id: str | None = None
-    ) -> None:
-        self.sent.append(json.loads(payload))
-
-
 @pytest.fixture
 def idempotency_table(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -139,7 +127,7 @@ def test_a_run_outliving_its_idempotency_record_is_not_started_again(
     job id: once the idempotency record has expired, a redelivered start event reaches
     longrun, which answers with the existing run instead of starting it again."""
     store = MemoryStore()
-    transport = Queue()
+    transport = RecordingTransport()
     clock = VirtualClock()
     done: list[int] = []
     config = IdempotencyConfig(event_key_jmespath="job_id", expires_after_seconds=1)
@@ -183,7 +171,7 @@ def test_idempotent_below_longrun_refuses_the_next_hop_as_the_docs_warn(
     )
 
     store = MemoryStore()
-    transport = Queue()
+    transport = RecordingTransport()
     clock = VirtualClock()
     layer = DynamoDBPersistenceLayer(table_name=idempotency_table)
 

@@ -9,7 +9,6 @@ resume after the right item, and no loop stays registered with the ticker.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from realtime import RealTimeContext
 
 from longrun import MemoryStore, current_run, longrun, ports
+from longrun.testing import RecordingTransport
 from longrun.timing import TICKER
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:ticked"
@@ -26,26 +26,9 @@ SLOW_S = 0.15
 HOP_S = 2.0
 
 
-class Queues(ports.Transport):
-    """Hand-offs are queued per run id; the test delivers them itself."""
-
-    def __init__(self) -> None:
-        self.queues: dict[str, list[dict[str, Any]]] = {}
-        self.lock = threading.Lock()
-
-    def invoke_async(
-        self, function: str, payload: bytes, client: Any, *, tenant_id: str | None = None
-    ) -> None:
-        envelope = json.loads(payload)
-        with self.lock:
-            self.queues.setdefault(envelope["longrun"]["run_id"], []).append(envelope)
-
-    def next(self, run_id: str) -> dict[str, Any]:
-        with self.lock:
-            return self.queues[run_id].pop(0)
-
-
-def drive(handler: Any, transport: Queues, event: dict[str, Any], run_id: str) -> list[int]:
+def drive(
+    handler: Any, transport: RecordingTransport, event: dict[str, Any], run_id: str
+) -> list[int]:
     """Runs every hop of one run on real time; returns the ms each hop had left at its end."""
     left: list[int] = []
     context = RealTimeContext(HOP_S, arn=ARN)
@@ -62,7 +45,7 @@ def test_a_turn_from_fast_to_slow_items_ends_each_hop_before_its_deadline() -> N
     # Three runs at once in one process (one ticker for all): 20,000 instant items, then
     # items of 150 ms. A loop that is not ticked never looks at the clock after its first
     # item and would run all 2.1 s of slow items in a 2 s hop.
-    store, transport = MemoryStore(), Queues()
+    store, transport = MemoryStore(), RecordingTransport()
     counts: dict[str, list[int]] = {}
 
     @longrun(checkpoint=store, run_id=lambda event: event["id"], checkpoint_every_s=3600)
@@ -127,7 +110,7 @@ def test_checkpoint_every_s_writes_in_the_middle_of_a_ticked_loop() -> None:
 
 
 def test_keyed_ticked_loop_resumes_after_the_last_finished_item() -> None:
-    store, transport = MemoryStore(), Queues()
+    store, transport = MemoryStore(), RecordingTransport()
     items = [{"k": f"key-{i:03d}"} for i in range(40)]
     done: list[str] = []
     saved_keys: list[Any] = []

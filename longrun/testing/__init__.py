@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .context import FakeContext
     from .delivery import AsyncDelivery, Delivery
     from .sim import Faults, HopRecord, LambdaSim, Outcome, SimulatedCrash
+    from .transport import RecordingTransport
 
 __all__ = [
     "AsyncDelivery",
@@ -24,6 +25,7 @@ __all__ = [
     "HopRecord",
     "LambdaSim",
     "Outcome",
+    "RecordingTransport",
     "SimulatedCrash",
     "VirtualClock",
 ]
@@ -39,6 +41,7 @@ _WHERE = {
     "LambdaSim": "sim",
     "Outcome": "sim",
     "SimulatedCrash": "sim",
+    "RecordingTransport": "transport",
 }
 
 

@@ -1,0 +1,38 @@
+"""A transport that keeps hand-offs for the test to deliver (``longrun.ports``)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from ..ports import Transport
+
+__all__ = ["RecordingTransport"]
+
+
+class RecordingTransport(Transport):
+    """Continuation envelopes are kept, in order, instead of invoking a function.
+
+    ``sent`` holds every envelope; ``next(run_id)`` takes the oldest one of a run. Install it
+    with ``ports.installed(transport=...)`` and call the handler with the envelopes to run a
+    chain of hops on the real clock (the simulator does this on virtual time).
+    """
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def invoke_async(
+        self, function: str, payload: bytes, client: Any, *, tenant_id: str | None = None
+    ) -> None:
+        envelope = json.loads(payload)
+        with self._lock:
+            self.sent.append(envelope)
+            self._pending.setdefault(envelope["longrun"]["run_id"], []).append(envelope)
+
+    def next(self, run_id: str) -> dict[str, Any]:
+        """The oldest envelope of ``run_id`` not taken yet (IndexError if none)."""
+        with self._lock:
+            return self._pending[run_id].pop(0)
