@@ -14,7 +14,7 @@ from .config import Fargate, Settings, resolve
 from .errors import LongrunConfigError
 from .hop import ClaimedHop, DetachedHop, Response
 from .invocation import Invocation
-from .observe import check_user_logger
+from .observe import check_switches, check_user_logger
 from .run import _activate, _deactivate
 from .stores.base import CheckpointStore
 
@@ -126,6 +126,7 @@ def longrun(
             **explicit,
         )
     check_user_logger(logger)
+    check_switches()
     if run_id is not None and not callable(run_id):
         raise LongrunConfigError(
             f"run_id={run_id!r} must be a function of the event returning the run's id, "

@@ -141,6 +141,13 @@ def metrics_enabled() -> bool:
     return mode == "on" or (mode == "auto" and in_aws())
 
 
+def check_switches() -> None:
+    """Validate ``LONGRUN_LOG_FORMAT`` and ``LONGRUN_METRICS`` (at decoration, like every
+    ``LONGRUN_*`` value, so a typo fails at import and not after a claim)."""
+    _choice(ENV_LOG_FORMAT, ("auto", "powertools", "plain"))
+    metrics_enabled()
+
+
 class HopObservation:
     """One hop's log keys (set while it runs) and the figures of its metrics blob."""
 
@@ -165,9 +172,12 @@ class HopObservation:
         self.retry = retry
         self.user_logger = user_logger
         self._token: contextvars.Token[Mapping[str, Any] | None] | None = None
+        self._metrics = False
 
     def open(self) -> None:
+        """Set the hop's log keys (read the switches first: a bad one raises here)."""
         setup_logging()
+        self._metrics = metrics_enabled()
         if self.user_logger is not None:
             _attach(self.user_logger)
         self._token = _keys.set(self.keys)
@@ -178,10 +188,8 @@ class HopObservation:
             _keys.reset(self._token)
             self._token = None
         try:
-            if metrics_enabled():
+            if self._metrics:
                 self._emit(figures)
-        except LongrunConfigError:
-            raise
         except Exception as exc:  # metrics are never worth a hop
             logging.getLogger("longrun").warning("could not emit metrics: %s", exc)
 

@@ -179,15 +179,19 @@ def test_logger_must_be_a_powertools_logger() -> None:
         longrun(checkpoint=MemoryStore(), logger=logging.getLogger("plain"))(lambda e, c: None)
 
 
-def test_a_bad_metrics_switch_names_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(observe.ENV_METRICS, "sometimes")
-
-    @longrun(checkpoint=MemoryStore(), run_id=lambda e: "m")
+def test_a_bad_switch_fails_at_decoration_and_names_the_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def handler(event: Any, context: Any) -> None:
         return None
 
+    monkeypatch.setenv(observe.ENV_METRICS, "sometimes")
     with pytest.raises(LongrunConfigError, match=r"LONGRUN_METRICS='sometimes' is not one of"):
-        handler({}, FakeContext(VirtualClock(), timeout_s=60))
+        longrun(checkpoint=MemoryStore())(handler)
+    monkeypatch.setenv(observe.ENV_METRICS, "off")
+    monkeypatch.setenv(observe.ENV_LOG_FORMAT, "xml")
+    with pytest.raises(LongrunConfigError, match=r"LONGRUN_LOG_FORMAT='xml' is not one of"):
+        longrun(checkpoint=MemoryStore())(handler)
 
 
 def test_a_retried_hop_counts_as_a_retry(longrun_local: LocalLambda) -> None:
