@@ -832,3 +832,53 @@ def test_warm_environments_keep_module_state_until_a_crash(
     records = [r for r in longrun_local.report().invocations if r.function == "warm"]
     assert [r.cold for r in records] == [True, False, False, False, True]
     assert [r.init_ms is not None for r in records] == [r.cold for r in records]
+
+
+CHATTY_HANDLER = """
+import os
+import sys
+
+
+def handler(event, context):
+    n = event["n"]
+    for i in range(event["lines"]):  # a burst written just before the answer
+        print(f"invocation {n} line {i}")
+    if event.get("crash"):
+        sys.stdout.write(f"invocation {n} last words\\n")
+        os._exit(3)
+    return n
+"""
+
+
+def test_every_line_printed_before_the_answer_goes_to_its_own_invocation(
+    longrun_local: LocalLambda, tmp_path: Path
+) -> None:
+    """A warm environment's output is one pipe for all its invocations: a burst printed just
+    before the answer may still be unread when the answer arrives (here the echo slows the
+    reader down). Each line belongs to the invocation that printed it (none lost, none given
+    to the next one), and a crashed invocation keeps what it printed before it died."""
+    (tmp_path / "chatty.py").write_text(CHATTY_HANDLER)
+    fn = longrun_local.deploy(
+        f"{tmp_path / 'chatty.py'}:handler", name="chatty", timeout_s=10, escalate=False, retries=0
+    )
+    lines = 2000
+    echoed: list[str] = []
+
+    def slow_echo(line: str) -> None:  # a reader that falls behind, as on a loaded machine
+        echoed.append(line)
+        time.sleep(0.0002)
+
+    longrun_local.log = slow_echo
+    longrun_local.echo_logs = True
+    for n in range(4):
+        assert longrun_local.invoke(fn, {"n": n, "lines": lines}, sync=True) == n
+    with pytest.raises(FunctionError):
+        longrun_local.invoke(fn, {"n": 4, "lines": lines, "crash": True}, sync=True)
+    records = [r for r in longrun_local.report().invocations if r.function == "chatty"]
+    assert [r.cold for r in records] == [True, False, False, False, False]
+    for n, record in enumerate(records):
+        mine = [line for line in record.log if line.startswith("invocation ")]
+        expected = [f"invocation {n} line {i}" for i in range(lines)]
+        if n == 4:
+            expected.append("invocation 4 last words")
+        assert mine == expected, f"invocation {n}: {len(mine)} of {len(expected)} lines"

@@ -103,7 +103,7 @@ def int_or_none(value: str | None) -> int | None:
         return None
 
 
-def killpg(process: subprocess.Popen[str]) -> None:
+def killpg(process: subprocess.Popen[Any]) -> None:
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)

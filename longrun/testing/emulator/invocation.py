@@ -9,13 +9,15 @@ new environment is a cold start (``InvocationRecord.cold``)."""
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ...protocol import Answer, Status
 from ..delivery import Delivery
@@ -31,15 +33,72 @@ from .records import InvocationRecord
 class _Environment:
     """One execution environment: a runtime process and its Runtime API."""
 
-    def __init__(self, api: RuntimeApi, process: subprocess.Popen[str], spawned: float) -> None:
+    def __init__(self, api: RuntimeApi, process: subprocess.Popen[bytes], spawned: float) -> None:
         self.api = api
         self.process = process
         self.spawned = spawned
         self.record: InvocationRecord | None = None
         """The invocation running in it now: its output lines go to this record."""
+        assert process.stdout is not None
+        self._fd = process.stdout.fileno()
+        os.set_blocking(self._fd, False)
+        self._lock = threading.Lock()
+        self._carry = b""
+        self._eof = threading.Event()
+        self.echo: Any = None
+        """Where each line is echoed too (``echo(record, line)``), if anywhere."""
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def read_output(self) -> None:
+        """The reader thread: hand the process's output to its invocations until it ends."""
+        while not self._eof.is_set():
+            select.select([self._fd], [], [], 0.5)
+            with self._lock:
+                self._pump()
+
+    def settle(self) -> None:
+        """Give the invocation everything its process printed before it answered, then
+        leave the environment without one. The runtime's output is unbuffered
+        (``PYTHONUNBUFFERED``), so what it wrote before posting its answer is in the pipe:
+        read here under the reader's lock, it cannot reach the next invocation's record."""
+        with self._lock:
+            self._pump()
+            self._line(self._carry)
+            self._carry = b""
+            self.record = None
+
+    def drain(self, timeout_s: float = 5.0) -> None:
+        """After a kill: wait for the end of the output (every line to its invocation)."""
+        self._eof.wait(timeout_s)
+
+    def _pump(self) -> None:
+        """Read what the pipe holds now (call with the lock held)."""
+        while not self._eof.is_set():
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._line(self._carry)
+                self._carry = b""
+                self._eof.set()
+                return
+            *lines, self._carry = (self._carry + chunk).split(b"\n")
+            for line in lines:
+                self._line(line)
+
+    def _line(self, raw: bytes) -> None:
+        record = self.record
+        if not raw or record is None:  # nothing, or between invocations (idle output)
+            return
+        line = raw.decode("utf-8", "replace").replace("\r", "\n  ")
+        record.log.append(line)
+        if self.echo is not None:
+            self.echo(record, line)
 
 
 class InvocationRunner:
@@ -51,12 +110,12 @@ class InvocationRunner:
         self._core = core
         self._environments = environments
         self._checkpoints = checkpoints
-        self._active: dict[int, subprocess.Popen[str]] = {}
+        self._active: dict[int, subprocess.Popen[bytes]] = {}
         """The runtime processes alive now (busy or warm), by pid."""
         self._warm: dict[str, list[_Environment]] = {}
         """Idle environments that answered their last invocation, by function."""
 
-    def processes(self) -> list[subprocess.Popen[str]]:
+    def processes(self) -> list[subprocess.Popen[bytes]]:
         """The runtime processes running now (call with the lock held)."""
         return list(self._active.values())
 
@@ -128,17 +187,14 @@ class InvocationRunner:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
             start_new_session=True,  # its own process group: the kill reaches children
         )
         env = _Environment(api, process, spawned)
+        env.echo = self._echo
         with self._core.cond:
             self._active[process.pid] = process
-        assert process.stdout is not None
         threading.Thread(
-            target=self._read_output,
-            args=(process.stdout, env),
+            target=env.read_output,
             name=f"out-{process.pid}",
             daemon=True,
         ).start()
@@ -158,7 +214,7 @@ class InvocationRunner:
 
     def _park(self, function: LocalFunction, env: _Environment) -> None:
         """Keep ``env`` for the function's next invocation (its runtime waits on ``next``)."""
-        env.record = None
+        env.settle()
         with self._core.cond:
             if not self._core.stopping:
                 self._warm.setdefault(function.name, []).append(env)
@@ -167,6 +223,7 @@ class InvocationRunner:
 
     def _discard(self, env: _Environment) -> None:
         killpg(env.process)
+        env.drain()  # what it printed before it died still goes to its invocation
         env.api.stop()
         with self._core.cond:
             self._active.pop(env.process.pid, None)
@@ -179,18 +236,11 @@ class InvocationRunner:
         for env in envs:
             self._discard(env)
 
-    def _read_output(self, stream: IO[str], env: _Environment) -> None:
-        with stream:
-            for raw in stream:
-                line = raw.rstrip("\n").replace("\r", "\n  ")
-                record = env.record
-                if record is None:  # between invocations (a warm environment's idle output)
-                    continue
-                record.log.append(line)
-                if self._core.echo_logs:
-                    self._core.log(f"  {record.function} {record.request_id[:8]} | {line}")
+    def _echo(self, record: InvocationRecord, line: str) -> None:
+        if self._core.echo_logs:
+            self._core.log(f"  {record.function} {record.request_id[:8]} | {line}")
 
-    def _kill(self, process: subprocess.Popen[str], record: InvocationRecord) -> None:
+    def _kill(self, process: subprocess.Popen[bytes], record: InvocationRecord) -> None:
         record.memory_mb = _max_rss_mb(process.pid)
         killpg(process)
         record.killed_at_ms = now_ms()
@@ -200,7 +250,7 @@ class InvocationRunner:
         function: LocalFunction,
         api: RuntimeApi,
         invocation: RuntimeInvocation,
-        process: subprocess.Popen[str],
+        process: subprocess.Popen[bytes],
         record: InvocationRecord,
         spawned: float,
     ) -> None:
