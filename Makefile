@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo lint docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ lint: $(STAMP)
 	$(BIN)/mypy longrun
 	$(BIN)/mypy --strict tests/typing
 
+# The docs site (mkdocs.yml) into site/; --strict fails on a broken link or a missing example.
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict
+
 BENCH_VENV ?= .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
@@ -37,4 +41,4 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) build site *.egg-info

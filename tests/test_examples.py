@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -26,12 +24,3 @@ def test_etl_demo_runs_end_to_end() -> None:
     assert len(hops) >= 4 and hops[-1].endswith("completed")
     assert "HTTP/1.1" not in result.stdout + result.stderr
 
-
-def test_testing_page_example_file_passes(pytester: pytest.Pytester) -> None:
-    """docs/testing.md promises its example test file passes as it is: run it."""
-    page = (ROOT / "docs" / "testing.md").read_text()
-    section = page.split("## An example test file", 1)[1]
-    code = section.split("```python\n", 1)[1].split("\n```", 1)[0]
-    pytester.makepyfile(test_from_docs=code)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=code.count("\ndef test_"))

@@ -26,6 +26,7 @@ s3 = boto3.client("s3")
 WORK_SECONDS = float(os.environ.get("ETL_WORK_SECONDS", "0"))
 
 
+# --8<-- [start:list_keys]
 def list_keys(bucket: str, prefix: str, start_after: str | None) -> Iterator[str]:
     """Every key under ``prefix``, in S3's (ascending) order, after ``start_after``."""
     paginator = s3.get_paginator("list_objects_v2")
@@ -33,6 +34,7 @@ def list_keys(bucket: str, prefix: str, start_after: str | None) -> Iterator[str
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix, **extra):
         for item in page.get("Contents", ()):
             yield item["Key"]
+    # --8<-- [end:list_keys]
 
 
 def transform(text: str) -> str:
@@ -40,6 +42,7 @@ def transform(text: str) -> str:
     return "\n".join(line.strip().lower() for line in text.splitlines() if line.strip()) + "\n"
 
 
+# --8<-- [start:handler]
 @longrun  # store, hop budget and escalation come from LONGRUN_* variables
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     run = current_run()
@@ -54,3 +57,4 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         run.state["objects"] = run.state.get("objects", 0) + 1
         run.state["lines"] = run.state.get("lines", 0) + cleaned.count("\n")
     return {"objects": run.state.get("objects", 0), "lines": run.state.get("lines", 0)}
+    # --8<-- [end:handler]

@@ -18,6 +18,7 @@ from typing import Any
 from longrun import current_run, longrun
 
 
+# --8<-- [start:sqs_run_id]
 def sqs_run_id(event: dict[str, Any]) -> str:
     """The SQS message id: a redelivered message resumes or answers, it never restarts.
 
@@ -27,6 +28,7 @@ def sqs_run_id(event: dict[str, Any]) -> str:
     if len(records) != 1:
         raise ValueError(f"expected one SQS record (batch size 1), got {len(records)}")
     return "sqs-" + records[0]["messageId"]
+    # --8<-- [end:sqs_run_id]
 
 
 def api_run_id(event: dict[str, Any]) -> str:
@@ -56,10 +58,12 @@ def _job(event: dict[str, Any]) -> dict[str, int]:
     return {"done": run.state.get("done", 0)}
 
 
+# --8<-- [start:sqs_handler]
 @longrun(checkpoint="s3://my-bucket/longrun/", run_id=sqs_run_id)
 def sqs_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     """Started by an SQS event source mapping (batch size 1)."""
     return _job({"items": range(int(event["Records"][0]["body"]))})
+    # --8<-- [end:sqs_handler]
 
 
 @longrun(checkpoint="s3://my-bucket/longrun/", run_id=api_run_id)
