@@ -37,7 +37,7 @@ from .errors import (
     StoreError,
 )
 from .run import Run, current_run
-from .status import RunInfo, get_run
+from .status import RunInfo, RunSummary, find_runs, get_run
 from .stores import CheckpointStore, MemoryStore, S3Store
 
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ __all__ = [
     "RecursionStopped",
     "Run",
     "RunInfo",
+    "RunSummary",
     "RunNotFound",
     "RunTimeExceeded",
     "S3Store",
@@ -89,6 +90,7 @@ __all__ = [
     "StoreError",
     "__version__",
     "current_run",
+    "find_runs",
     "get_run",
     "longrun",
 ]

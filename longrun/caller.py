@@ -86,7 +86,8 @@ class Writer:
         with self.lock:
             start = self.ports.clock.mono()
             self.ports.observer.before_write(checkpoint.run_id, what)
-            loaded = self.store.replace(checkpoint, self.loaded.token)
+            previous = self.loaded
+            loaded = self.store.replace(checkpoint, previous.token, previous=previous.checkpoint)
             self._written(what, loaded, start)
             return loaded
 

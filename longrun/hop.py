@@ -495,6 +495,7 @@ def _cursor(entry: dict[str, Any]) -> Cursor:
         key=entry.get("key"),
         has_key="key" in entry,
         ordered=bool(entry.get("ordered", False)),
+        total=entry.get("total"),
     )
 
 

@@ -73,7 +73,8 @@ def _take_over(
             else checkpoint.escalation,
         )
         try:
-            return store.replace(taken, loaded.token), "taken over", False
+            taken_over = store.replace(taken, loaded.token, previous=checkpoint)
+            return taken_over, "taken over", False
         except CheckpointConflict:
             continue
     return None, "the checkpoint kept changing; try again", False

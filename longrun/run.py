@@ -73,6 +73,7 @@ class _Loop:
         "path",
         "pos",
         "start",
+        "total",
     )
 
     def __init__(self, path: str, pos: int, key: Any, key_fn: Callable[[Any], Any] | None) -> None:
@@ -86,6 +87,8 @@ class _Loop:
         self.in_hand: Any = None
         """A keyed loop's latest item from its iterable (set by its key check)."""
         self.done = False
+        self.total: int | None = None
+        """The iterable's length, when it has one (shown as a progress bar's end)."""
         self.due = True
         """Time to look at the clock (raised by the ticker; first item: at once)."""
         self.children = 0
@@ -103,6 +106,8 @@ class _Loop:
             # item taken is finished too.
             last = self.in_hand if self.done else self.last
             entry["key"] = self.key_fn(last) if self.pos > self.start else self.key
+        if self.total is not None:
+            entry["total"] = self.total
         return entry
 
 
@@ -414,6 +419,7 @@ class Run:
                 "per item)."
             )
         loop, saved = self._open_loop(name, key, ordered)
+        loop.total = _length(iterable)
         if hasattr(iterable, "__aiter__") and not hasattr(iterable, "__iter__"):
             if key is not None:
                 iterable = _aunique_keys(loop, iterable, key, ordered)
@@ -656,3 +662,11 @@ def _activate(run: Run | None) -> contextvars.Token[Run | None]:
 
 def _deactivate(token: contextvars.Token[Run | None]) -> None:
     _current.reset(token)
+
+
+def _length(iterable: object) -> int | None:
+    """``len(iterable)`` when it has a length (a list, a range), else ``None``."""
+    try:
+        return len(iterable)  # type: ignore[arg-type]
+    except Exception:  # no __len__, or one that fails: a progress bar without an end
+        return None

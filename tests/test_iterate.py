@@ -19,7 +19,6 @@ def longrun_sim(longrun_sim: LambdaSim) -> LambdaSim:
     return longrun_sim
 
 
-
 def test_loops_in_sequence_each_resume(longrun_sim: LambdaSim) -> None:
     done: Counter[tuple[str, int]] = Counter()
 
@@ -215,7 +214,7 @@ def test_break_out_of_a_loop_keeps_the_position(longrun_sim: LambdaSim) -> None:
 
     assert outcome.result == 4  # item 4 was not finished: the body broke out of it
     assert outcome.document is not None
-    assert outcome.document["cursors"]["scan"] == {"pos": 4, "done": False}
+    assert outcome.document["cursors"]["scan"] == {"pos": 4, "done": False, "total": 10}
 
 
 def test_bad_loop_arguments_are_clear_errors() -> None:

@@ -536,7 +536,9 @@ def s3(s3_client: Any, bucket: str) -> Backend:
 def test_s3_key_layout_and_content_type(s3: Backend, s3_client: Any, bucket: str) -> None:
     s3.store.create(new_doc("job-42"))
     keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]]
-    assert keys == ["lr/job-42/checkpoint.json"]
+    created = new_doc("job-42")["created_ms"]
+    marker = f"lr/_runs/job-42~000000000001~live~0~lambda~0~{created}~{created}"
+    assert keys == [marker, "lr/job-42/checkpoint.json"]  # the run's index marker, its document
     head = s3_client.head_object(Bucket=bucket, Key="lr/job-42/checkpoint.json")
     assert head["ContentType"] == "application/json"
     assert s3.store.describe(s3.store.key("job-42")) == f"s3://{bucket}/lr/job-42/checkpoint.json"
@@ -548,6 +550,9 @@ def test_s3_puts_are_conditional_on_the_wire(s3: Backend, s3_client: Any) -> Non
     def capture(request: Any, **_: Any) -> None:
         headers = {k.lower(): v for k, v in request.headers.items()}
         conditions = {k: v for k, v in headers.items() if k.startswith("if-")}
+        if "/_runs/" in request.url:  # the run's index marker: written as it is
+            assert conditions == {}
+            return
         sent.append({k: v.decode() if isinstance(v, bytes) else v for k, v in conditions.items()})
 
     s3_client.meta.events.register("before-send.s3.PutObject", capture)
@@ -660,7 +665,9 @@ def test_s3_missing_bucket_is_a_store_error_naming_the_location(s3_client: Any) 
         with pytest.raises(StoreError) as info:
             call()
         assert type(info.value) is StoreError  # not a conflict, not "not found"
-        assert where in str(info.value)
+        # create writes the run's index marker first: its key, in the same place, is named
+        marker = f"s3://{name}/{PREFIX}_runs/run-1~"
+        assert where in str(info.value) or marker in str(info.value)
         assert "NoSuchBucket" in str(info.value)
     with pytest.raises(StoreError) as info:
         list(store.list_runs())
@@ -692,7 +699,7 @@ def test_s3_list_runs_follows_every_page(s3_client: Any, bucket: str) -> None:
 
     s3_client.meta.events.register("before-parameter-build.s3.ListObjectsV2", small_pages)
     assert list(store.list_runs()) == ids
-    assert len(requests) == 4
+    assert len(requests) == 7  # 7 checkpoints and 7 index markers, 2 keys a page
 
 
 def test_s3_store_does_not_import_boto3_until_used() -> None:
@@ -819,8 +826,11 @@ def test_file_leaves_no_stray_temporary_files(tmp_path: Path) -> None:
         store.replace(stale.document | {"state": {"s": {1}}}, stale.token)
     with pytest.raises(CheckpointConflict):
         store.create(new_doc())
-    assert sorted(os.listdir(root)) == ["run-1"]
+    assert sorted(os.listdir(root)) == ["_runs", "run-1"]
     assert sorted(os.listdir(root / "run-1")) == [".lock", NAME]
+    # the run's index marker (create writes it before its conflict), nothing half-written
+    [marker] = [name for name in os.listdir(root / "_runs") if name != ".lock"]
+    assert marker.startswith("run-1~000000000001~live~")
 
 
 def test_file_failed_write_is_a_store_error_and_keeps_the_document(
@@ -884,7 +894,8 @@ def test_file_delete_removes_the_run_directory(tmp_path: Path) -> None:
     store = FileStore(root)
     store.create(new_doc())
     store.delete("run-1")
-    assert os.listdir(root) == []
+    assert os.listdir(root) == ["_runs"]  # the index folder, without the run's marker
+    assert os.listdir(root / "_runs") == [".lock"]
 
 
 def test_file_list_runs_ignores_other_entries(tmp_path: Path) -> None:

@@ -137,6 +137,7 @@ def test_keyed_ticked_loop_resumes_after_the_last_finished_item() -> None:
         "pos": 40,
         "done": True,
         "key": "key-039",
+        "total": 40,
     }
     assert TICKER.registered() == 0
 

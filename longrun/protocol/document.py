@@ -122,6 +122,8 @@ class Cursor:
     key: Any = None
     has_key: bool = False
     ordered: bool = False
+    total: int | None = None
+    """How many items the loop's iterable holds, when it has a length."""
 
     def to_json(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"pos": self.pos, "done": self.done}
@@ -129,6 +131,8 @@ class Cursor:
             entry["key"] = self.key
         if self.ordered:
             entry["ordered"] = True
+        if self.total is not None:
+            entry["total"] = self.total
         return entry
 
 
@@ -252,5 +256,3 @@ class Checkpoint:
         for key, value in self.extra.items():
             doc.setdefault(key, value)
         return doc
-
-

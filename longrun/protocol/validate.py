@@ -25,7 +25,6 @@ from .document import (
 __all__ = ["decode", "from_json", "parse"]
 
 
-
 _KNOWN = frozenset(
     {
         "format", "seq", "write_id", "run_id", "status", "hop", "origin_request_id",
@@ -142,7 +141,7 @@ def _cursor(path: str, value: Any) -> Cursor:
         raise _Bad(where + "ordered", f"{_show(ordered)} is not true or false")
     return Cursor(
         pos=_int(doc, "pos", where), done=done, key=doc.get("key"), has_key="key" in doc,
-        ordered=ordered,
+        ordered=ordered, total=_opt_int(doc, "total", where),
     )  # fmt: skip
 
 

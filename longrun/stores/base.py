@@ -9,6 +9,7 @@ A backend stores opaque bytes under a key and supports two conditional writes: *
 from __future__ import annotations
 
 import contextlib
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from ..protocol import (
     may_cancel,
     new_write_id,
 )
+from .index import INDEX_DIR, SETTLED, Marker, prefix_of
 
 __all__ = ["CheckpointStore", "Loaded", "Token"]
 
@@ -32,6 +34,8 @@ Token = Any
 """A backend's version marker for one stored object (S3 ETag, FileStore seq, ...)."""
 
 CHECKPOINT_NAME = "checkpoint.json"
+
+log = logging.getLogger("longrun")
 
 
 @dataclass(frozen=True)
@@ -75,16 +79,68 @@ class CheckpointStore(ABC):
         return Loaded(checkpoint, token, data, checkpoint.to_json())
 
     def create(self, checkpoint: Checkpoint | Mapping[str, Any]) -> Loaded:
-        """Store a new run's first document; CheckpointConflict if the run already exists."""
-        return self._write(_typed(checkpoint).replace(seq=1), None)
+        """Store a new run's first document; CheckpointConflict if the run already exists.
 
-    def replace(self, checkpoint: Checkpoint | Mapping[str, Any], token: Token) -> Loaded:
+        The run's index marker (:mod:`longrun.stores.index`) is written first: a live run
+        always has one."""
+        return self._indexed(_typed(checkpoint).replace(seq=1), None, None)
+
+    def replace(
+        self,
+        checkpoint: Checkpoint | Mapping[str, Any],
+        token: Token,
+        *,
+        previous: Checkpoint | None = None,
+    ) -> Loaded:
         """Replace the document read with ``token``; CheckpointConflict if it changed since.
 
-        ``seq`` is bumped and a new ``write_id`` set in the document written.
+        ``seq`` is bumped and a new ``write_id`` set in the document written. ``previous``
+        is the document read with ``token``: when it had settled (a failed run taken over),
+        the run's index marker turns live again before the write.
         """
         typed = _typed(checkpoint)
-        return self._write(typed.replace(seq=typed.seq + 1), token)
+        return self._indexed(typed.replace(seq=typed.seq + 1), token, previous)
+
+    def _indexed(
+        self, checkpoint: Checkpoint, token: Token | None, previous: Checkpoint | None
+    ) -> Loaded:
+        """:meth:`_write`, with the index marker before a write that makes the run live
+        (an error there stops the write) and after one that settles it (an error there is
+        logged: the live marker stays, and readers fetch the checkpoint)."""
+        settles = checkpoint.status in SETTLED
+        revives = token is None or (previous is not None and previous.status in SETTLED)
+        if not settles and revives:
+            self._put(Marker.of(checkpoint).key, b"")
+        loaded = self._write(checkpoint, token)
+        if settles:
+            self._mark_settled(loaded.checkpoint)
+        return loaded
+
+    def _mark_settled(self, checkpoint: Checkpoint) -> None:
+        marker = Marker.of(checkpoint)
+        try:
+            self._put(marker.key, b"")
+            self._drop_markers(checkpoint.run_id, below=marker.seq)
+        except StoreError as exc:
+            log.warning(
+                "run %s: its index marker is behind (%s); listings read its checkpoint",
+                checkpoint.run_id,
+                exc,
+            )
+
+    def _drop_markers(self, run_id: str, *, below: int | None = None) -> None:
+        """Delete ``run_id``'s markers (those with a ``seq`` under ``below``)."""
+        for key in list(self._list_under(prefix_of(run_id))):
+            marker = Marker.parse(key)
+            if marker is None or marker.run_id != run_id:
+                continue
+            if below is None or marker.seq < below:
+                self._delete(key)
+
+    def markers(self) -> list[Marker]:
+        """Every run's index markers (leftovers included: see :func:`~.index.newest`)."""
+        found = (Marker.parse(key) for key in self._list_under(INDEX_DIR + "/"))
+        return [marker for marker in found if marker is not None]
 
     def _write(self, checkpoint: Checkpoint, token: Token | None) -> Loaded:
         """One conditional write (create when ``token`` is None), carrying a fresh write id.
@@ -138,7 +194,7 @@ class CheckpointStore(ABC):
                 return loaded.document
             cancelled = loaded.checkpoint.replace(status=Status.CANCELLED, claim=None, next=None)
             try:
-                return self.replace(cancelled, loaded.token).document
+                return self.replace(cancelled, loaded.token, previous=loaded.checkpoint).document
             except CheckpointConflict:
                 continue
         raise CheckpointConflict(
@@ -147,8 +203,18 @@ class CheckpointStore(ABC):
         )
 
     def delete(self, run_id: str) -> None:
-        """Remove the run's checkpoint (no error if it is already gone)."""
+        """Remove the run's checkpoint and its index markers (no error if already gone)."""
         self._delete(self.key(run_id))
+        self._drop_markers(run_id)
+
+    def purge(self, run_id: str) -> None:
+        """Remove everything of the run: the objects in its folder, then its checkpoint,
+        then its index markers (``longrun gc``; the caller checks that it has settled)."""
+        checkpoint = self.key(run_id)
+        for key in list(self._list_under(f"{run_id}/")):
+            if key != checkpoint:
+                self._delete(key)
+        self.delete(run_id)
 
     def list_runs(self) -> Iterator[str]:
         """The ids of the runs this store holds."""
@@ -222,6 +288,10 @@ class CheckpointStore(ABC):
     @abstractmethod
     def _list(self) -> Iterator[str]:
         """Every key under this store."""
+
+    def _list_under(self, prefix: str) -> Iterator[str]:
+        """Every key that starts with ``prefix`` (backends list only those)."""
+        return (key for key in self._list() if key.startswith(prefix))
 
 
 def _typed(checkpoint: Checkpoint | Mapping[str, Any]) -> Checkpoint:

@@ -30,6 +30,7 @@ __all__ = ["FileStore"]
 # The base store always writes "format" then "seq" first, so the version is in the first bytes.
 _SEQ_PREFIX = re.compile(rb'\A\{"format":\d+,"seq":(\d+)[,}]')
 _LOCK_NAME = ".lock"
+_TMP_NAME = re.compile(r"\.tmp-\d+-[0-9a-f]{8}$")
 _HEAD_BYTES = 64
 
 # lockf excludes other processes only: threads of this process take one of these first. A
@@ -194,3 +195,28 @@ class FileStore(CheckpointStore):
         for child in sorted(self.root.iterdir()):
             if (child / CHECKPOINT_NAME).is_file():
                 yield f"{child.name}/{CHECKPOINT_NAME}"
+
+    def purge(self, run_id: str) -> None:
+        folder = self._path(self.key(run_id)).parent
+        for path in sorted(folder.rglob("*"), reverse=True):  # files, then their folders
+            if path.name not in (CHECKPOINT_NAME, _LOCK_NAME):
+                with contextlib.suppress(FileNotFoundError):
+                    if path.is_dir():
+                        path.rmdir()
+                    else:
+                        path.unlink()
+        super().purge(run_id)
+
+    def _list_under(self, prefix: str) -> Iterator[str]:
+        """The files whose key starts with ``prefix``, in its folder (not below it)."""
+        folder, _, start = prefix.rpartition("/")
+        try:
+            with os.scandir(self.root / folder) as entries:
+                names = [e.name for e in entries if e.name.startswith(start) and e.is_file()]
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot list {self.describe(folder)}: {exc}") from exc
+        for name in sorted(names):
+            if name != _LOCK_NAME and not _TMP_NAME.search(name):
+                yield f"{folder}/{name}" if folder else name

@@ -123,13 +123,16 @@ class S3Store(CheckpointStore):
             raise self._error(exc, key, "delete") from exc
 
     def _list(self) -> Iterator[str]:
+        return self._list_under("")
+
+    def _list_under(self, prefix: str) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
                 for item in page.get("Contents", ()):
                     yield item["Key"][len(self.prefix) :]
         except Exception as exc:
-            raise self._error(exc, "", "list") from exc
+            raise self._error(exc, prefix, "list") from exc
 
 
 def _code(exc: Exception) -> str:
