@@ -26,6 +26,7 @@ import checkpoint_cost  # noqa: E402
 import cold_start  # noqa: E402
 import hop_efficiency  # noqa: E402
 import iterate_overhead  # noqa: E402
+import list_runs  # noqa: E402
 import resume_cost  # noqa: E402
 
 
@@ -245,6 +246,35 @@ def figure7(quick: bool) -> list[dict[str, Any]]:
     ]
 
 
+def figure8(quick: bool) -> list[dict[str, Any]]:
+    runs, repeat = (1_000, 1) if quick else (10_000, 3)
+    r = list_runs.measure(runs, repeat)
+    cond = (
+        f"{r['runs']} runs ({r['live']} live) in a moto S3 bucket on 127.0.0.1, median of "
+        f"{repeat}; reading every checkpoint: 8 threads over {list_runs.SAMPLE} runs, scaled"
+    )
+    return [
+        entry(
+            8,
+            "longrun_list_s",
+            r["cli_list_s"],
+            "s",
+            cond + "; `longrun list --json`, a new process",
+            target="<= 3",
+            runs=r["runs"],
+        ),
+        entry(8, "find_runs_s", r["find_runs_s"], "s", cond + "; in process", runs=r["runs"]),
+        entry(
+            8,
+            "fetch_every_checkpoint_over_index",
+            r["fetch_over_index"],
+            "ratio",
+            cond,
+            fetch_every_checkpoint_s=r["fetch_every_checkpoint_s"],
+        ),
+    ]
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     try:
         import matplotlib
@@ -292,6 +322,7 @@ def main() -> None:
     results += figure5(args.quick)
     results += figure6(args.quick)
     results += figure7(args.quick)
+    results += figure8(args.quick)
     machine = f"{platform.python_version()} on {platform.machine()}, {platform.system()}"
     document = {
         "machine": machine,

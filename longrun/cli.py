@@ -17,14 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from .cli_show import Progress, parse_duration, run_table, span, status_text, summary_json, when
 from .config import ENV_CHECKPOINT_URI, env_store, resolve_fargate, store_from_uri
-from .errors import LongrunError
-from .protocol import Status
-from .stores.base import CheckpointStore
+from .errors import LongrunConfigError, LongrunError, RunNotFound
+from .protocol import Checkpoint, Status
+from .status import STATUSES, RunInfo, RunSummary, find_runs
+from .stores.base import CheckpointStore, Loaded
 
 if TYPE_CHECKING:
     from .testing.emulator import InvocationRecord
@@ -86,7 +90,8 @@ def _local(args: argparse.Namespace) -> int:
         event = _event(args.event)
     except (OSError, ValueError) as exc:
         raise LongrunError(f"--event {args.event}: {exc}") from None
-    out = sys.stderr if args.json else sys.stdout
+    as_json = bool(getattr(args, "json", False))
+    out = sys.stderr if as_json else sys.stdout
     delays = tuple(float(d) for d in args.retry_delays.split(",") if d.strip())
 
     def show(record: InvocationRecord) -> None:
@@ -132,7 +137,7 @@ def _local(args: argparse.Namespace) -> int:
     for run in report.runs:
         for line in run.lines():
             print(line, file=out)
-    if args.json:
+    if as_json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     completed = bool(report.runs) and all(r.status == Status.COMPLETED for r in report.runs)
     return 0 if settled and completed else 1
@@ -159,7 +164,9 @@ def _local_parser(commands: Any) -> None:
         help="checkpoints: s3://BUCKET/PREFIX/ (S3 in a local moto) or file:///PATH "
         "(default: a directory under --workdir)",
     )
-    local.add_argument("--json", action="store_true", help="print the report as JSON")
+    local.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the report as JSON"
+    )
     local.add_argument("--retries", type=int, default=2, help="async retries (default 2)")
     local.add_argument(
         "--retry-delays", default="0.5,1", help="seconds before each retry (default 0.5,1)"
@@ -177,28 +184,67 @@ def _local_parser(commands: Any) -> None:
     local.add_argument("--wait", type=float, default=900.0, help="give up after this many seconds")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``longrun`` console script; returns the exit status."""
-    # --store is accepted before or after the subcommand: each parser knows it, and the one
-    # given last wins (SUPPRESS: an absent option does not overwrite a given one).
-    common = argparse.ArgumentParser(add_help=False)
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``longrun: ...``) and exit status 2, like every error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _common() -> _Parser:
+    """Options every command takes, before or after its name: each parser knows them, and
+    the one given last wins (SUPPRESS: an absent option does not overwrite a given one)."""
+    common = _Parser(add_help=False)
     common.add_argument(
         "--store",
         default=argparse.SUPPRESS,
         help=f"checkpoint store URI (default: ${ENV_CHECKPOINT_URI})",
     )
-    parser = argparse.ArgumentParser(
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = _Parser(
         prog="longrun",
         description="Look at and steer runs in a checkpoint store.",
         parents=[common],
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="list the runs in the store", parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    listing = commands.add_parser(
+        "list", help="the runs in the store, newest first", parents=[common]
+    )
+    listing.add_argument(
+        "--status",
+        action="append",
+        metavar="STATUS",
+        help=f"only runs with this status (repeat, or comma-separated): {', '.join(STATUSES)}",
+    )
+    listing.add_argument("--since", help="only runs started this long ago or later: 1h, 30d")
+    listing.add_argument("--limit", type=int, help="at most this many runs (the newest)")
     status = commands.add_parser(
-        "status", help="print a run's checkpoint summary as JSON", parents=[common]
+        "status", help="a run: its event, hops, loops, result or error", parents=[common]
     )
     status.add_argument("run_id")
-    status.add_argument("--full", action="store_true", help="print the whole checkpoint")
+    status.add_argument("--full", action="store_true", help="print the whole checkpoint (JSON)")
+    watch = commands.add_parser(
+        "watch",
+        help="follow a live run with a progress bar until it settles",
+        description="Follow a run until it settles. Exit status: 0 completed, 1 failed, "
+        "3 cancelled, 4 still running when --timeout ran out, 2 an error.",
+        parents=[common],
+    )
+    watch.add_argument("run_id")
+    watch.add_argument("--interval", type=float, default=1.0, help="seconds between reads")
+    watch.add_argument("--timeout", help="give up after this long: 90s, 2h (default: never)")
+    gc = commands.add_parser(
+        "gc",
+        help="delete settled runs older than an age (never a live one)",
+        parents=[common],
+    )
+    gc.add_argument("--older-than", required=True, help="age since the run settled: 30d, 12h")
+    gc.add_argument("--dry-run", action="store_true", help="show what would be deleted")
     cancel = commands.add_parser(
         "cancel", help="cancel a run: its next hop does not run", parents=[common]
     )
@@ -219,28 +265,173 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also take over a run escalated to a task you know is gone (never a live claim)",
     )
     _local_parser(commands)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _list(store: CheckpointStore, args: argparse.Namespace, as_json: bool) -> int:
+    statuses = [s.strip() for given in args.status or () for s in given.split(",") if s.strip()]
+    if args.limit is not None and args.limit < 1:
+        raise LongrunConfigError(f"--limit {args.limit}: give a positive number of runs.")
+    now = _now_ms()
+    since = None if args.since is None else now - int(parse_duration(args.since, "--since") * 1000)
+    runs = find_runs(store, status=statuses, since_ms=since, limit=args.limit)
+    if as_json:
+        print(json.dumps([summary_json(r) for r in runs], indent=2))
+    elif runs:
+        print(run_table(runs, now))
+    else:
+        print(f"no runs in {store.describe()}" + (" that match" if statuses or since else ""))
+    return 0
+
+
+def _loaded(store: CheckpointStore, run_id: str) -> Loaded:
+    loaded = store.load(run_id)
+    if loaded is None:
+        raise RunNotFound(f"no run {run_id!r} in {store.describe()}.")
+    return loaded
+
+
+def _status(store: CheckpointStore, args: argparse.Namespace, as_json: bool) -> int:
+    loaded = _loaded(store, args.run_id)
+    if args.full:
+        print(json.dumps(loaded.document, indent=2))
+    elif as_json:
+        print(json.dumps(_summary(loaded.document), indent=2))
+    else:
+        print(status_text(loaded.checkpoint, loaded.size, _now_ms()))
+    return 0
+
+
+_WATCH_EXIT = {Status.COMPLETED: 0, Status.FAILED: 1, Status.CANCELLED: 3}
+_APPEAR_S = 30.0
+"""How long ``watch`` waits for a run that does not exist yet (just started, asynchronously)."""
+
+
+def _watch(store: CheckpointStore, args: argparse.Namespace, as_json: bool) -> int:
+    if args.interval <= 0:
+        raise LongrunConfigError(f"--interval {args.interval:g}: give a positive number.")
+    timeout = None if args.timeout is None else parse_duration(args.timeout, "--timeout")
+    start = time.monotonic()
+    tty = sys.stdout.isatty() and not as_json
+    shown = ""
+    while True:
+        loaded = store.load(args.run_id)
+        waited = time.monotonic() - start
+        if loaded is None:
+            if waited > min(_APPEAR_S, timeout if timeout is not None else _APPEAR_S):
+                raise RunNotFound(
+                    f"no run {args.run_id!r} in {store.describe()} (waited {span(waited)})."
+                )
+        else:
+            checkpoint = loaded.checkpoint
+            if as_json:
+                line = json.dumps(summary_json(RunSummary.of(RunInfo.of(checkpoint))))
+            else:
+                line = Progress.line(checkpoint, _now_ms())
+            if tty:
+                print("\r" + line + "\x1b[K", end="", flush=True)
+            elif line != shown:
+                print(line, flush=True)
+            shown = line
+            if checkpoint.status in _WATCH_EXIT:
+                if tty:
+                    print()
+                if not as_json:
+                    print(_settled_line(checkpoint))
+                return _WATCH_EXIT[checkpoint.status]
+        if timeout is not None and waited >= timeout:
+            if tty:
+                print()
+            print(
+                f"longrun watch: {args.run_id} has not settled after {span(waited)}",
+                file=sys.stderr,
+            )
+            return 4
+        time.sleep(args.interval)
+
+
+def _settled_line(checkpoint: Checkpoint) -> str:
+    info = RunInfo.of(checkpoint)
+    took = span((info.updated_ms - info.started_ms) / 1000)
+    line = f"run {info.run_id} {info.status} after {info.hop + 1} hop(s), {took}"
+    error = checkpoint.error
+    if error is not None and checkpoint.status is Status.FAILED:
+        line += f": {error.type}: {_one_line(error.message)[:200]}"
+    return line
+
+
+def _gc(store: CheckpointStore, args: argparse.Namespace, as_json: bool) -> int:
+    from .gc import collect_garbage
+
+    age = parse_duration(args.older_than, "--older-than")
+    done = collect_garbage(store, older_than_s=age, now_ms=_now_ms(), dry_run=args.dry_run)
+    if as_json:
+        print(json.dumps(asdict(done), indent=2))
+        return 0
+    verb = "would delete" if done.dry_run else "deleted"
+    for run_id in done.deleted:
+        print(f"{verb} {run_id}")
+    for run_id, why in done.kept.items():
+        print(f"kept {run_id}: {why}")
+    summary = (
+        f"{verb} {len(done.deleted)} run(s) settled before {when(done.cutoff_ms)} UTC; "
+        f"kept {len(done.kept)}"
+    )
+    if done.orphans:
+        summary += f"; removed the index entries of {len(done.orphans)} run(s) with no checkpoint"
+    print(summary)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``longrun`` console script; returns the exit status.
+
+    Every error is one line on stderr (``longrun: ...``) and a non-zero status, never a
+    traceback: 2 for a longrun error (an unknown run, a bad option, no store, a store
+    error), 1 for anything unexpected, 130 when interrupted.
+    """
+    args = _parser().parse_args(argv)
+    as_json = bool(getattr(args, "json", False))
     try:
         if args.command == "local":
             return _local(args)
         store = _store(getattr(args, "store", None))
         if args.command == "list":
-            for run_id in store.list_runs():
-                print(run_id)
-        elif args.command == "status":
-            document = store.status(args.run_id)
-            print(json.dumps(document if args.full else _summary(document), indent=2))
-        elif args.command == "cancel":
+            return _list(store, args, as_json)
+        if args.command == "status":
+            return _status(store, args, as_json)
+        if args.command == "watch":
+            return _watch(store, args, as_json)
+        if args.command == "gc":
+            return _gc(store, args, as_json)
+        if args.command == "cancel":
             document = store.cancel(args.run_id)
-            print(f"run {args.run_id}: {document['status']}")
-        else:
-            return _resume(
-                store, args.run_id, fargate=args.fargate, function=args.function, force=args.force
-            )
+            if as_json:
+                print(json.dumps(_summary(document), indent=2))
+            else:
+                print(f"run {args.run_id}: {document['status']}")
+            return 0
+        return _resume(
+            store, args.run_id, fargate=args.fargate, function=args.function, force=args.force
+        )
     except LongrunError as exc:
-        print(f"longrun: {exc}", file=sys.stderr)
+        print(f"longrun: {_one_line(exc)}", file=sys.stderr)
         return 2
-    return 0
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except Exception as exc:  # never a traceback: the type and message, on one line
+        print(f"longrun: unexpected {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException | str) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 500 else text[:499] + "…"
 
 
 def run() -> None:

@@ -37,13 +37,17 @@ def test_list_status_cancel(tmp_path: Path) -> None:
     run_id = outcome.run_id
     assert run_id is not None and outcome.status == "failed"
 
-    listed = cli("--store", f"file://{tmp_path}", "list")
-    assert listed.returncode == 0 and listed.stdout.split() == [run_id]
+    listed = cli("--store", f"file://{tmp_path}", "list", "--json")
+    assert listed.returncode == 0 and [r["run_id"] for r in json.loads(listed.stdout)] == [run_id]
 
-    status = cli("status", run_id, env={"LONGRUN_CHECKPOINT_URI": f"file://{tmp_path}"})
+    env = {"LONGRUN_CHECKPOINT_URI": f"file://{tmp_path}"}
+    status = cli("status", run_id, "--json", env=env)
     summary = json.loads(status.stdout)
     assert summary["status"] == "failed" and summary["hops"] == 2 and summary["items"] == 18
     assert summary["error"]["type"] == "HopBudgetExhausted"
+    readable = cli("status", run_id, env=env).stdout
+    assert "status    failed, hop 1 in lambda" in readable
+    assert "error     HopBudgetExhausted: run " in readable
 
     cancelled = cli("--store", f"file://{tmp_path}", "cancel", run_id)
     assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
@@ -52,7 +56,7 @@ def test_list_status_cancel(tmp_path: Path) -> None:
 
 def test_errors_are_reported_not_raised(tmp_path: Path) -> None:
     missing = cli("--store", f"file://{tmp_path}", "status", "nope")
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert missing.returncode == 2 and "no run 'nope' in file://" in missing.stderr
     bad_uri = cli("--store", "ftp://x", "list")
     assert bad_uri.returncode == 2 and "--store='ftp://x'" in bad_uri.stderr
     no_store = cli("list", env={"LONGRUN_CHECKPOINT_URI": ""})
@@ -128,16 +132,20 @@ def test_store_is_accepted_before_or_after_the_subcommand(tmp_path: Path) -> Non
 
     LambdaSim(store="handler").run(handler, {}, timeout_s=60)
     uri = f"file://{tmp_path}"
-    for args in (("--store", uri, "list"), ("list", "--store", uri)):
+    for args in (("--store", uri, "--json", "list"), ("list", "--store", uri, "--json")):
         listed = cli(*args)
-        assert (listed.returncode, listed.stdout.split()) == (0, ["job-1"]), listed.stderr
-    for args in (("--store", uri, "status", "job-1"), ("status", "job-1", "--store", uri)):
+        assert listed.returncode == 0, listed.stderr
+        assert [r["run_id"] for r in json.loads(listed.stdout)] == ["job-1"]
+    for args in (
+        ("--store", uri, "--json", "status", "job-1"),
+        ("status", "job-1", "--store", uri, "--json"),
+    ):
         shown = cli(*args)
         assert shown.returncode == 0, shown.stderr
         assert json.loads(shown.stdout)["status"] == "completed"
     # Given twice, the later one wins: here an empty store, which holds no run.
     empty = tmp_path / "empty"
-    assert cli("--store", uri, "list", "--store", f"file://{empty}").stdout == ""
+    assert cli("--store", uri, "list", "--store", f"file://{empty}", "--json").stdout == "[]\n"
 
 
 def test_resume_force_takes_over_a_run_escalated_to_a_task_that_is_gone(tmp_path: Path) -> None:

@@ -296,6 +296,7 @@ def test_s3_access_is_limited_to_the_bucket_prefixes() -> None:
     allowed_object_prefixes = {
         "longrun/",
         "longrun/safety-net/",  # the safety net's stored events (longrun.safety_net)
+        "longrun/_runs/",  # the run index's markers (longrun.stores.index)
         "${InputPrefix}",
         "${OutputPrefix}",
     }
@@ -315,10 +316,12 @@ def test_s3_access_is_limited_to_the_bucket_prefixes() -> None:
                 inner = text.removeprefix("${DataBucket.Arn}/").removesuffix("*")
                 assert inner in allowed_object_prefixes, (holder, text)
                 assert "s3:ListBucket" not in actions
-    # Deleting is the safety net's alone, and only its own start markers.
+    # Deleting never reaches a checkpoint: the run index replaces its own markers, and the
+    # safety net removes its own start markers.
     deleting = [(h, s) for h, s in statements() if "s3:DeleteObject" in as_list(s["Action"])]
-    assert [(h, sub(s["Resource"])) for h, s in deleting] == [
-        ("SafetyNetRole", "${DataBucket.Arn}/longrun/safety-net/*")
+    assert sorted((h, sub(s["Resource"])) for h, s in deleting) == [
+        ("CheckpointAccessPolicy", "${DataBucket.Arn}/longrun/_runs/*"),
+        ("SafetyNetRole", "${DataBucket.Arn}/longrun/safety-net/*"),
     ]
 
 
