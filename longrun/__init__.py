@@ -36,6 +36,7 @@ from .errors import (
     StateNotSerializable,
     StoreError,
 )
+from .notify import NotificationFailed
 from .run import Run, current_run
 from .status import RunInfo, RunSummary, find_runs, get_run
 from .stores import CheckpointStore, MemoryStore, S3Store
@@ -79,6 +80,7 @@ __all__ = [
     "MemoryStore",
     "NoProgressError",
     "NotInRunError",
+    "NotificationFailed",
     "RecursionStopped",
     "Run",
     "RunInfo",

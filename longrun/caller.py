@@ -12,7 +12,7 @@ import contextlib
 import json
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .checkpoint import make_envelope
 from .config import Settings
@@ -28,6 +28,9 @@ from .ports import Ports, active
 from .protocol import Checkpoint, Claim, Escalation, HopEntry, decode
 from .stores.base import CheckpointStore, Loaded
 from .timing import NO_DEADLINE_MS, remaining_time
+
+if TYPE_CHECKING:
+    from .notify import Target
 
 __all__ = ["HANDOFFS", "Caller", "HandoffTimes", "Writer", "no_function"]
 
@@ -115,9 +118,12 @@ class Caller:
         *,
         lambda_client: Any = None,
         user_logger: Any = None,
+        notify: Target | None = None,
     ) -> None:
         self.settings = settings
         self.user_logger = user_logger
+        self.notify = notify
+        """Where the run's completion notification goes (``on_complete``), if anywhere."""
         self.handoff_s: float | None = None
         """How long this invocation's hand-off took (an invoke, or a task start)."""
         self.store = store

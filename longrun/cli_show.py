@@ -145,6 +145,12 @@ def status_text(checkpoint: Checkpoint, size: int, now_ms: int) -> str:
         error = checkpoint.error
         terminal = " (terminal)" if error.terminal else ""
         lines.append(f"error     {error.type}: {error.message[:400]}{terminal}")
+    notice = checkpoint.notice
+    if notice is not None:
+        why = f": {notice.error[:200]}" if notice.error else ""
+        lines.append(
+            f"notified  {notice.state} to {notice.target} ({notice.attempts} attempt(s)){why}"
+        )
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ from .config import Fargate, Settings, resolve
 from .errors import LongrunConfigError
 from .hop import ClaimedHop, DetachedHop, Response
 from .invocation import Invocation
+from .notify import target_of
 from .observe import check_switches, check_user_logger
 from .run import _activate, _deactivate
 from .stores.base import CheckpointStore
@@ -58,6 +59,7 @@ def longrun(
     lambda_client: Any = None,
     disabled: bool | None = None,
     logger: Any = None,
+    on_complete: str | Callable[[dict[str, Any]], Any] | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -75,6 +77,7 @@ def longrun(
     lambda_client: Any = None,
     disabled: bool | None = None,
     logger: Any = None,
+    on_complete: str | Callable[[dict[str, Any]], Any] | None = None,
 ) -> F | Callable[[F], F]:
     """Make a Lambda handler run for as long as its job needs.
 
@@ -106,6 +109,9 @@ def longrun(
     * ``disabled``: run the handler with no checkpoints and no hops (``LONGRUN_DISABLED``).
     * ``logger``: your Powertools ``Logger``; during each hop its records carry ``run_id``,
       ``hop``, ``where`` and ``function_request_id`` (see ``docs/observability.md``).
+    * ``on_complete``: where to say that a run ended (completed, or failed for good), once
+      per run: an SNS topic ARN, an SQS queue URL, an EventBridge bus ARN or a callable
+      taking the payload (see ``docs/notifications.md``).
     """
     explicit: dict[str, Any] = {
         "checkpoint": checkpoint,
@@ -123,9 +129,11 @@ def longrun(
             run_id=run_id,
             lambda_client=lambda_client,
             logger=logger,
+            on_complete=on_complete,
             **explicit,
         )
     check_user_logger(logger)
+    notify = None if on_complete is None else target_of(on_complete)
     check_switches()
     if run_id is not None and not callable(run_id):
         raise LongrunConfigError(
@@ -152,6 +160,7 @@ def longrun(
             run_id_fn=run_id,
             lambda_client=lambda_client,
             user_logger=logger,
+            notify=notify,
         )
         return invocation.begin()
 

@@ -34,6 +34,7 @@ from .errors import (
     StoreError,
     shown,
 )
+from .notify import NotificationFailed, deliver
 from .observe import HopObservation
 from .ports import active, mono_function
 from .protocol import (
@@ -44,6 +45,7 @@ from .protocol import (
     ErrorRecord,
     Escalation,
     HopEntry,
+    Notice,
     Status,
     answer,
     decide_next,
@@ -353,12 +355,16 @@ class ClaimedHop:
         return answer(run.id, Answer.CONTINUED, run.hop, next="fargate", task_arn=task_arn)
 
     def returned(self, result: Any) -> Any:
-        """The handler finished: record the result, mark the run completed, return it."""
+        """The handler finished: record the result, mark the run completed, return it.
+
+        With ``on_complete``, the same write holds the notice; it is sent after the write
+        (NotificationFailed when it cannot be: the result stays stored, a retry sends it)."""
         run = self.run
         if is_plain_json(result):
             stored, note = result, None
         else:
             stored, note = None, f"the result (a {type(result).__name__}) is not plain JSON"
+        notice = self._notice(Status.COMPLETED)
         try:
             self._write_own(
                 "complete",
@@ -367,11 +373,37 @@ class ClaimedHop:
                 claim=None,
                 result=stored,
                 result_note=note,
+                **notice,
             )
         except (Superseded, Cancelled) as signal:
             return self.stopped(signal)
         log.info("run %s completed at hop %d", run.id, run.hop)
+        self._send_notice()
         return result
+
+    def _notice(self, status: Status) -> dict[str, Any]:
+        """``{"notice": ...}`` for the write that settles the run with ``status`` (held by
+        this invocation until its deadline), or nothing without ``on_complete``."""
+        target = self.caller.notify
+        if target is None:
+            return {}
+        run = self.run
+        now = self.clock.wall_ms()
+        notice = Notice(
+            id=f"{run.id}:{status.value}:{run.hop}",
+            status=status.value,
+            target=f"{target.kind}:{target.address}",
+            state="sending",
+            attempts=1,
+            by=self.caller.request_id,
+            until_ms=self.caller.claim(now).deadline_ms,
+        )
+        return {"notice": notice}
+
+    def _send_notice(self) -> None:
+        target = self.caller.notify
+        if target is not None:
+            deliver(self.writer, target, self.clock.wall_ms())
 
     def close(self) -> None:
         """The hop is over: reset its log keys and emit its metrics."""
@@ -410,6 +442,11 @@ class ClaimedHop:
     def _record_failure(
         self, exc: BaseException, *, terminal: bool, progress: bool = False
     ) -> None:
+        """Record the failure. A failure for good (terminal, or where no platform retry
+        follows: a Fargate task, a local run) is notified with ``on_complete``; a failure
+        of the notification is logged, the original error is what the hop raises."""
+        final = terminal or self.caller.where != "lambda"
+        notice = self._notice(Status.FAILED) if final else {}
         with self.writer.lock:
             now = self.clock.wall_ms()
             if progress:
@@ -421,7 +458,13 @@ class ClaimedHop:
                 # Start from what was last written, not the live state: a failed hop must not
                 # overwrite the stored checkpoint with progress it never saved.
                 checkpoint = failed(self.writer.stored(), exc, terminal, now, self.hop_index)
-            self._write("fail", checkpoint)
+            self._write("fail", checkpoint.replace(**notice))
+        if notice:
+            try:
+                self._send_notice()
+            except NotificationFailed as notify_exc:
+                log.error("run %s: %s (a retry of this invocation sends it)", self.run.id,
+                          notify_exc)  # fmt: skip
 
     def _fail(
         self,

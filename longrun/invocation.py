@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from .caller import Caller, Writer
@@ -29,6 +30,7 @@ from .errors import (
     shown,
 )
 from .hop import ClaimedHop, Response, failed
+from .notify import Target, deliver
 from .protocol import (
     Act,
     Answer,
@@ -37,6 +39,7 @@ from .protocol import (
     answer,
     decide_claim,
     decide_new_run,
+    notice_due,
 )
 from .run import Cancelled, Superseded
 from .stores.base import CheckpointStore, Loaded
@@ -59,9 +62,16 @@ class Invocation(Caller):
         run_id_fn: Callable[[Any], str] | None = None,
         lambda_client: Any = None,
         user_logger: Any = None,
+        notify: Target | None = None,
     ) -> None:
         super().__init__(
-            settings, store, event, context, lambda_client=lambda_client, user_logger=user_logger
+            settings,
+            store,
+            event,
+            context,
+            lambda_client=lambda_client,
+            user_logger=user_logger,
+            notify=notify,
         )
         self.run_id_fn = run_id_fn
 
@@ -143,6 +153,8 @@ class Invocation(Caller):
             checkpoint, hop, request_id=self.request_id, where=self.where, now_ms=now
         )
         action = decision.action
+        if action in (Act.DUPLICATE, Act.TERMINAL) and self.notify is not None:
+            self._owed_notice(loaded, now)
         if action is Act.CANCELLED:
             return answer(run_id, Status.CANCELLED, hop)
         if action is Act.DUPLICATE:
@@ -189,6 +201,38 @@ class Invocation(Caller):
                 field=field,
             ) from None
         return ClaimedHop(self, writer, hop_index=len(claimed.hops) - 1)
+
+    def _owed_notice(self, loaded: Loaded, now: int) -> None:
+        """The run settled and its notification is owed (it failed, or its sender died): take
+        it over with a fenced write and send it; NotificationFailed if it fails again."""
+        checkpoint = loaded.checkpoint
+        owed = notice_due(checkpoint, self.request_id, now)
+        notice = checkpoint.notice
+        if owed is None or notice is None or self.notify is None:
+            return
+        if owed is Act.BUSY:
+            raise ClaimBusy(
+                f"run {checkpoint.run_id}: its notification {notice.id} is being sent by this "
+                f"same request id until {notice.until_ms} (epoch ms): a duplicate of a live "
+                "invocation or the retry of one that died. Raising lets Lambda retry after it."
+            )
+        if owed is Act.DUPLICATE:
+            return
+        taken = replace(
+            notice,
+            state="sending",
+            by=self.request_id,
+            until_ms=self.claim(now).deadline_ms,
+            attempts=notice.attempts + 1,
+            error=None,
+        )
+        writer = Writer(self.store, self.ports, loaded)
+        try:
+            writer.write("notice", checkpoint.replace(notice=taken))
+        except CheckpointConflict:
+            return  # another invocation took it first
+        log.warning("run %s: sending its notification again (%s)", checkpoint.run_id, notice.id)
+        deliver(writer, self.notify, self.clock.wall_ms())
 
     def _duplicate(self, run_id: str, hop: int, reason: str) -> Response:
         log.info("run %s hop %d: not run (%s)", run_id, hop, reason)

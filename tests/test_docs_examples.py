@@ -142,6 +142,8 @@ def test_every_example_module_has_its_test() -> None:
 def test_every_example_file_executes(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # (a bare @longrun takes its store from the environment, as in a deployed function)
     monkeypatch.setenv("LONGRUN_CHECKPOINT_URI", "s3://my-bucket/longrun/")
+    # (and a notification target from the function's configuration)
+    monkeypatch.setenv("DONE_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/q")
     load(path)
 
 
@@ -421,3 +423,35 @@ def test_testing_faults_lose_nothing(longrun_sim: LambdaSim) -> None:
     assert set(done) == set(keys)
     kinds = Counter(r.kind for r in outcome.invocations)
     assert kinds["duplicate"] and kinds["retry"], outcome.summary()
+
+
+def test_notifications_queue_sends_one_message(
+    longrun_sim: LambdaSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        url = sqs.create_queue(QueueName="jobs-done")["QueueUrl"]
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="docs-notify")
+        monkeypatch.setenv("DONE_QUEUE_URL", url)
+        monkeypatch.setenv("BUCKET", "docs-notify")
+        app = example("notifications_queue")
+        outcome = longrun_sim.run(app.handler, {"pages": 5}, timeout_s=60)
+        assert outcome.status == "completed", outcome.summary()
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+        [message] = [json.loads(m["Body"]) for m in got]
+        assert message["status"] == "completed" and message["result"] == {"pages": 5}
+
+
+def test_notifications_callable_posts_once(
+    longrun_sim: LambdaSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = example("notifications_callable")
+    posted: list[dict[str, Any]] = []
+
+    def urlopen(request: Any, timeout: float) -> None:
+        posted.append(json.loads(request.data))
+
+    monkeypatch.setattr(app.urllib.request, "urlopen", urlopen)
+    outcome = longrun_sim.run(app.handler, {"items": 3}, timeout_s=60)
+    assert outcome.status == "completed", outcome.summary()
+    assert len(posted) == 1 and posted[0]["text"].startswith(f"run {outcome.run_id} done in")

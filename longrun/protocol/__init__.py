@@ -28,6 +28,7 @@ from .document import (
     ErrorRecord,
     Escalation,
     HopEntry,
+    Notice,
     Status,
     answer,
     new_write_id,
@@ -44,6 +45,7 @@ from .rules import (
     holds_live_claim,
     is_own_write,
     may_cancel,
+    notice_due,
     why_not_resumable,
 )
 from .validate import decode, from_json, parse
@@ -60,6 +62,7 @@ __all__ = [
     "Escalation",
     "HopEntry",
     "NextStep",
+    "Notice",
     "Status",
     "answer",
     "claim_live",
@@ -73,6 +76,7 @@ __all__ = [
     "is_own_write",
     "may_cancel",
     "new_write_id",
+    "notice_due",
     "parse",
     "why_not_resumable",
 ]

@@ -183,6 +183,34 @@ class Escalation:
         return {"reason": self.reason, "hop": self.hop, "task_arn": self.task_arn}
 
 
+NOTICE_STATES = ("sending", "failed", "sent")
+
+
+@dataclass(frozen=True)
+class Notice:
+    """The completion notification of a run that settled (``on_complete``).
+
+    ``sending``: the invocation ``by`` holds it until ``until_ms`` (its deadline), as a claim
+    holds a hop; ``failed``: the last attempt failed (``error``), a retry sends it again;
+    ``sent``: delivered, at ``sent_ms``. ``id`` names this settling of the run, for receivers
+    that drop repeats.
+    """
+
+    id: str
+    status: str
+    """The run's status it tells: ``completed`` or ``failed``."""
+    target: str
+    state: str
+    attempts: int
+    by: str | None = None
+    until_ms: int | None = None
+    error: str | None = None
+    sent_ms: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """The whole checkpoint document of one run, typed.
@@ -213,6 +241,8 @@ class Checkpoint:
     escalation: Escalation | None = None
     tenant_id: str | None = None
     """The tenant of a function in per-tenant isolation mode: every hop is invoked with it."""
+    notice: Notice | None = None
+    """The completion notification, once the run settled with ``on_complete`` set."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> Checkpoint:
@@ -253,6 +283,8 @@ class Checkpoint:
             "escalation": None if self.escalation is None else self.escalation.to_json(),
             "tenant_id": self.tenant_id,
         }
+        if self.notice is not None:
+            doc["notice"] = self.notice.to_json()
         for key, value in self.extra.items():
             doc.setdefault(key, value)
         return doc

@@ -19,9 +19,9 @@ __all__ = [
     "holds_live_claim",
     "is_own_write",
     "may_cancel",
+    "notice_due",
     "why_not_resumable",
 ]
-
 
 
 def claim_live(claim: Claim | None, now_ms: int) -> bool:
@@ -29,6 +29,20 @@ def claim_live(claim: Claim | None, now_ms: int) -> bool:
     if claim is None:
         return False
     return claim.deadline_ms is None or now_ms < claim.deadline_ms
+
+
+def notice_due(checkpoint: Checkpoint, request_id: str, now_ms: int) -> Act | None:
+    """What an invocation that found the run settled does about its completion notification:
+    ``None`` (nothing is owed), ``CLAIM`` (take it over and send it: it failed, or its sender's
+    lease ran out), ``BUSY`` (this very request id holds a live lease: a duplicate of a live
+    sender, or the retry of one that died; raise so that Lambda retries after the lease),
+    ``DUPLICATE`` (another invocation is sending it)."""
+    notice = checkpoint.notice
+    if notice is None or notice.state == "sent":
+        return None
+    if notice.state == "failed" or (notice.until_ms is not None and notice.until_ms <= now_ms):
+        return Act.CLAIM
+    return Act.BUSY if notice.by == request_id else Act.DUPLICATE
 
 
 def is_own_write(stored: Checkpoint | None, write_id: str) -> bool:

@@ -11,6 +11,7 @@ from ..checkpoint import FORMAT, validate_run_id
 from ..errors import CheckpointCorrupt, CheckpointFormatError, InvalidRunId
 from .document import (
     NEXT,
+    NOTICE_STATES,
     WHERE,
     WRITE_ID,
     Checkpoint,
@@ -19,6 +20,7 @@ from .document import (
     ErrorRecord,
     Escalation,
     HopEntry,
+    Notice,
     Status,
 )
 
@@ -30,6 +32,7 @@ _KNOWN = frozenset(
         "format", "seq", "write_id", "run_id", "status", "hop", "origin_request_id",
         "function", "created_ms", "updated_ms", "claim", "event", "state", "cursors",
         "timing", "hops", "result", "result_note", "error", "next", "escalation", "tenant_id",
+        "notice",
     }
 )  # fmt: skip
 
@@ -189,6 +192,23 @@ def _escalation(value: Any) -> Escalation | None:
     )
 
 
+def _notice(value: Any) -> Notice | None:
+    if value is None:
+        return None
+    doc = _obj(value, "notice")
+    return Notice(
+        id=_str(doc, "id", "notice."),
+        status=_choice(doc, "status", "notice.", ("completed", "failed")) or "completed",
+        target=_str(doc, "target", "notice."),
+        state=_choice(doc, "state", "notice.", NOTICE_STATES) or "failed",
+        attempts=_int(doc, "attempts", "notice.", default=0),
+        by=_str(doc, "by", "notice.", optional=True),
+        until_ms=_opt_int(doc, "until_ms", "notice."),
+        error=_str(doc, "error", "notice.", optional=True),
+        sent_ms=_opt_int(doc, "sent_ms", "notice."),
+    )
+
+
 def _timing(value: Any) -> dict[str, float]:
     doc = _obj(value if value is not None else {}, "timing")
     for name, number in doc.items():
@@ -268,6 +288,7 @@ def _from_json(document: Any, expected_run_id: str | None) -> Checkpoint:
         next=_choice(doc, "next", "", NEXT),
         escalation=_escalation(doc.get("escalation")),
         tenant_id=_str(doc, "tenant_id", "", optional=True),
+        notice=_notice(doc.get("notice")),
         extra={k: v for k, v in doc.items() if k not in _KNOWN},
     )
 
