@@ -29,6 +29,7 @@ from .errors import (
     LongrunConfigError,
     LongrunError,
     NoProgressError,
+    NotificationFailed,
     NotInRunError,
     RecursionStopped,
     RunNotFound,
@@ -36,13 +37,14 @@ from .errors import (
     StateNotSerializable,
     StoreError,
 )
-from .notify import NotificationFailed
 from .run import Run, current_run
-from .status import RunInfo, RunSummary, find_runs, get_run
 from .stores import CheckpointStore, MemoryStore, S3Store
 
 if TYPE_CHECKING:
+    from .status import RunInfo, RunSummary, find_runs, get_run
     from .stores.file import FileStore
+
+_STATUS_API = frozenset({"RunInfo", "RunSummary", "find_runs", "get_run"})
 
 
 def __getattr__(name: str) -> Any:
@@ -51,6 +53,10 @@ def __getattr__(name: str) -> Any:
         from .stores.file import FileStore
 
         return FileStore
+    if name in _STATUS_API:  # on first use: a handler that runs a job never reads its status
+        from . import status
+
+        return getattr(status, name)
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 

@@ -24,6 +24,7 @@ from .errors import (
     RecursionStopped,
     shown,
 )
+from .observe import traced
 from .ports import Ports, active
 from .protocol import Checkpoint, Claim, Escalation, HopEntry, decode
 from .stores.base import CheckpointStore, Loaded
@@ -80,7 +81,8 @@ class Writer:
         """Create a new run's document (its first claim); CheckpointConflict if it exists."""
         start = ports.clock.mono()
         ports.observer.before_write(checkpoint.run_id, "claim")
-        loaded = store.create(checkpoint)
+        with traced("checkpoint save", checkpoint.run_id, hop=checkpoint.hop, write="claim"):
+            loaded = store.create(checkpoint)
         writer = cls(store, ports, loaded)
         writer._written("claim", loaded, start)
         return writer
@@ -90,7 +92,10 @@ class Writer:
             start = self.ports.clock.mono()
             self.ports.observer.before_write(checkpoint.run_id, what)
             previous = self.loaded
-            loaded = self.store.replace(checkpoint, previous.token, previous=previous.checkpoint)
+            with traced("checkpoint save", checkpoint.run_id, hop=checkpoint.hop, write=what):
+                loaded = self.store.replace(
+                    checkpoint, previous.token, previous=previous.checkpoint
+                )
             self._written(what, loaded, start)
             return loaded
 
@@ -171,12 +176,13 @@ class Caller:
             raise no_function(run_id)
         start = self.clock.mono()
         try:
-            self.transport.invoke_async(
-                str(self.function),
-                json.dumps(make_envelope(run_id, hop)).encode(),
-                self.lambda_client,
-                tenant_id=tenant_id or self.tenant_id,
-            )
+            with traced("hand-off", run_id, hop=hop):
+                self.transport.invoke_async(
+                    str(self.function),
+                    json.dumps(make_envelope(run_id, hop)).encode(),
+                    self.lambda_client,
+                    tenant_id=tenant_id or self.tenant_id,
+                )
         except Exception as exc:
             if _error_code(exc) == "RecursiveInvocationException":
                 raise RecursionStopped(
@@ -200,7 +206,8 @@ class Caller:
             raise EscalationFailed(f"run {run_id}: no Fargate target is configured")
         tenant = writer.loaded.checkpoint.tenant_id or self.tenant_id
         start = self.clock.mono()
-        task_arn = self.transport.start_task(escalate, run_id, hop, tenant_id=tenant)
+        with traced("escalation", run_id, hop=hop):
+            task_arn = self.transport.start_task(escalate, run_id, hop, tenant_id=tenant)
         self.handoff_s = self.clock.mono() - start
         with writer.lock:
             stored = writer.stored()

@@ -148,15 +148,6 @@ class FargateSettings:
     session: Any = None
 
 
-@dataclass(frozen=True)
-class RunnerSettings:
-    """Settings of the container runner itself."""
-
-    max_s: float
-    lease_s: float
-    stop_s: float
-
-
 def _int(name: str, raw: Any, *, minimum: int) -> int:
     if isinstance(raw, bool) or not isinstance(raw, (int, str)):
         raise LongrunConfigError(f"{name}={raw!r} is not a whole number; give e.g. {name}=10.")
@@ -420,23 +411,6 @@ def resolve_fargate(fargate: Any, env: Mapping[str, str] | None = None) -> Farga
         function_name=None if function_name is None else str(function_name),
         client=fields.get("client"),
         session=fields.get("session"),
-    )
-
-
-def resolve_runner(env: Mapping[str, str] | None = None) -> RunnerSettings:
-    """The container runner's own limits (``LONGRUN_FARGATE_MAX_S``, ``_LEASE_S``, ``_STOP_S``)."""
-    env = os.environ if env is None else env
-
-    def seconds(env_name: str, default: float) -> float:
-        raw = env.get(env_name)
-        value = default if not raw else _seconds(env_name, raw)
-        assert value is not None
-        return value
-
-    return RunnerSettings(
-        max_s=seconds(ENV_FARGATE_MAX_S, DEFAULT_FARGATE_MAX_S),
-        lease_s=seconds(ENV_FARGATE_LEASE_S, DEFAULT_FARGATE_LEASE_S),
-        stop_s=seconds(ENV_FARGATE_STOP_S, DEFAULT_FARGATE_STOP_S),
     )
 
 

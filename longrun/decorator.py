@@ -14,7 +14,6 @@ from .config import Fargate, Settings, resolve
 from .errors import LongrunConfigError
 from .hop import ClaimedHop, DetachedHop, Response
 from .invocation import Invocation
-from .notify import target_of
 from .observe import check_switches, check_user_logger
 from .run import _activate, _deactivate
 from .stores.base import CheckpointStore
@@ -133,7 +132,11 @@ def longrun(
             **explicit,
         )
     check_user_logger(logger)
-    notify = None if on_complete is None else target_of(on_complete)
+    notify = None
+    if on_complete is not None:
+        from .notify import target_of  # only for a handler that notifies
+
+        notify = target_of(on_complete)
     check_switches()
     if run_id is not None and not callable(run_id):
         raise LongrunConfigError(

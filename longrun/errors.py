@@ -20,6 +20,7 @@ __all__ = [
     "LongrunError",
     "NoProgressError",
     "NotInRunError",
+    "NotificationFailed",
     "RecursionStopped",
     "RunNotFound",
     "RunTimeExceeded",
@@ -121,6 +122,14 @@ class NoProgressError(LongrunError):
 
 class RecursionStopped(LongrunError):
     """AWS recursive-loop detection refused the self re-invocation."""
+
+
+class NotificationFailed(LongrunError):
+    """The completion notification (``on_complete``) could not be sent; the result is stored,
+    and a retry of the invocation sends it again."""
+
+    recorded = True
+    """Recorded in the run's notice, not as a failure of the run: the run has settled."""
 
 
 class RunTimeExceeded(LongrunError):

@@ -28,13 +28,13 @@ from .errors import (
     HopBudgetExhausted,
     LongrunError,
     NoProgressError,
+    NotificationFailed,
     RecursionStopped,
     RunTimeExceeded,
     StateNotSerializable,
     StoreError,
     shown,
 )
-from .notify import NotificationFailed, deliver
 from .observe import HopObservation
 from .ports import active, mono_function
 from .protocol import (
@@ -403,6 +403,8 @@ class ClaimedHop:
     def _send_notice(self) -> None:
         target = self.caller.notify
         if target is not None:
+            from .notify import deliver
+
             deliver(self.writer, target, self.clock.wall_ms())
 
     def close(self) -> None:

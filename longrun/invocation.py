@@ -11,8 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .caller import Caller, Writer
 from .checkpoint import Envelope, parse_envelope, validate_run_id
@@ -30,7 +29,7 @@ from .errors import (
     shown,
 )
 from .hop import ClaimedHop, Response, failed
-from .notify import Target, deliver
+from .observe import traced
 from .protocol import (
     Act,
     Answer,
@@ -43,6 +42,9 @@ from .protocol import (
 )
 from .run import Cancelled, Superseded
 from .stores.base import CheckpointStore, Loaded
+
+if TYPE_CHECKING:
+    from .notify import Target
 
 __all__ = ["Invocation"]
 
@@ -124,7 +126,8 @@ class Invocation(Caller):
         try:
             writer = Writer.create(self.store, self.ports, checkpoint)
         except CheckpointConflict:
-            existing = self.store.load(run_id)
+            with traced("checkpoint load", run_id, hop=0):
+                existing = self.store.load(run_id)
             if existing is None:  # deleted in between: a rare race, let Lambda retry
                 raise
             if decide_new_run(existing.checkpoint, self.request_id) is Act.CLAIM:
@@ -136,7 +139,8 @@ class Invocation(Caller):
         return ClaimedHop(self, writer, hop_index=0)
 
     def _begin_hop(self, envelope: Envelope) -> Response | ClaimedHop:
-        loaded = self.store.load(envelope.run_id)
+        with traced("checkpoint load", envelope.run_id, hop=envelope.hop):
+            loaded = self.store.load(envelope.run_id)
         if loaded is None:
             raise RunNotFound(
                 f"envelope names run {envelope.run_id!r}, but {self.store.describe()} holds no "
@@ -218,8 +222,7 @@ class Invocation(Caller):
             )
         if owed is Act.DUPLICATE:
             return
-        taken = replace(
-            notice,
+        taken = notice.replace(
             state="sending",
             by=self.request_id,
             until_ms=self.claim(now).deadline_ms,
@@ -232,6 +235,8 @@ class Invocation(Caller):
         except CheckpointConflict:
             return  # another invocation took it first
         log.warning("run %s: sending its notification again (%s)", checkpoint.run_id, notice.id)
+        from .notify import deliver
+
         deliver(writer, self.notify, self.clock.wall_ms())
 
     def _duplicate(self, run_id: str, hop: int, reason: str) -> Response:

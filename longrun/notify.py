@@ -22,10 +22,10 @@ import logging
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import LongrunConfigError, LongrunError
+from .errors import LongrunConfigError, NotificationFailed
 from .protocol import Checkpoint, Notice, Status
 
 if TYPE_CHECKING:
@@ -41,14 +41,6 @@ _SQS = re.compile(r"https?://[^/\s]+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?")
 _SQS_REGION = re.compile(r"sqs\.([a-z0-9-]+)\.amazonaws")
 DETAIL_TYPE = "longrun run settled"
 SOURCE = "longrun"
-
-
-class NotificationFailed(LongrunError):
-    """The completion notification could not be sent; the result is stored, and a retry of
-    the invocation sends it again."""
-
-    recorded = True
-    """Recorded in the run's notice, not as a failure of the run: the run has settled."""
 
 
 @dataclass(frozen=True)
@@ -204,14 +196,14 @@ def deliver(writer: Writer, target: Target, now_ms: int) -> None:
     try:
         target.send(payload(stored, notice))
     except NotificationFailed as exc:
-        failed = replace(notice, state="failed", by=None, until_ms=None, error=str(exc)[:500])
+        failed = notice.replace(state="failed", by=None, until_ms=None, error=str(exc)[:500])
         try:
             writer.write("notice", stored.replace(notice=failed))
         except (CheckpointConflict, StoreError) as record_exc:
             log.warning("run %s: could not record the failed notification: %s",
                         stored.run_id, record_exc)  # fmt: skip
         raise
-    sent = replace(notice, state="sent", by=None, until_ms=None, error=None, sent_ms=now_ms)
+    sent = notice.replace(state="sent", by=None, until_ms=None, error=None, sent_ms=now_ms)
     try:
         writer.write("notice", stored.replace(notice=sent))
     except (CheckpointConflict, StoreError) as exc:

@@ -16,18 +16,25 @@
   ``MarginMs``, ``UnusedMs``. Namespace ``POWERTOOLS_METRICS_NAMESPACE`` (default
   ``longrun``), service ``POWERTOOLS_SERVICE_NAME``, the function name as a dimension.
   ``LONGRUN_METRICS``: ``auto`` (in AWS), ``on`` or ``off``.
+* **Traces.** With active tracing in Lambda (an X-Ray trace header, ``POWERTOOLS_TRACE_DISABLED``
+  not true), checkpoint loads and saves, hand-offs and escalations are X-Ray subsegments
+  (``## longrun checkpoint save``, ...) annotated with ``run_id`` and ``hop``, under the
+  invocation's segment beside the user's own Tracer subsegments: one search by annotation
+  (``annotation.run_id = "job-42"``) finds every hop of a run. The X-Ray SDK (which Powertools'
+  Tracer uses) is imported only then.
 
 Powertools is imported at the first hop, never by ``import longrun`` (it costs about 25 ms).
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .errors import LongrunConfigError, shown
@@ -39,6 +46,7 @@ __all__ = [
     "HopObservation",
     "check_user_logger",
     "setup_logging",
+    "traced",
 ]
 
 ENV_LOG_FORMAT = "LONGRUN_LOG_FORMAT"
@@ -72,6 +80,7 @@ class _LoggerName(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.__dict__.setdefault("logger", record.name)
         return True
+
 
 _setup = threading.Lock()
 _logging_done = False
@@ -217,3 +226,66 @@ class HopObservation:
             if value is not None:
                 add(name=name, unit=ms, value=value)
         metrics.flush_metrics()
+
+
+_TRUE = ("1", "true", "yes", "on")
+_xray: Any = None
+_xray_lock = threading.Lock()
+
+
+def tracing_active() -> bool:
+    """Active tracing in Lambda: a sampled trace header, and ``POWERTOOLS_TRACE_DISABLED`` not
+    set (what Powertools' Tracer itself respects)."""
+    if os.environ.get("POWERTOOLS_TRACE_DISABLED", "").strip().lower() in _TRUE:
+        return False
+    header = os.environ.get("_X_AMZN_TRACE_ID", "")
+    return bool(os.environ.get("LAMBDA_TASK_ROOT")) and "Sampled=1" in header
+
+
+def _recorder() -> Any:
+    """The X-Ray SDK's recorder, or ``None`` if the SDK is not installed (logged once)."""
+    global _xray
+    with _xray_lock:
+        if _xray is None:
+            try:
+                from aws_xray_sdk.core import xray_recorder
+
+                _xray = xray_recorder
+            except ImportError:
+                logging.getLogger("longrun").warning(
+                    "tracing is active but aws-xray-sdk is not installed (it comes with "
+                    "aws-lambda-powertools[tracer]): longrun's subsegments are left out"
+                )
+                _xray = False
+        return _xray or None
+
+
+@contextlib.contextmanager
+def traced(name: str, run_id: str, **annotations: str | int) -> Iterator[None]:
+    """An X-Ray subsegment ``## longrun {name}`` around the block, when tracing is active;
+    a failure of tracing itself never reaches the hop."""
+    recorder = _recorder() if tracing_active() else None
+    subsegment = None
+    if recorder is not None:
+        try:
+            subsegment = recorder.begin_subsegment(f"## longrun {name}")
+            if subsegment is not None:
+                subsegment.put_annotation("run_id", run_id)
+                for key, value in annotations.items():
+                    subsegment.put_annotation(key, value)
+        except Exception as exc:  # tracing is never worth a hop
+            logging.getLogger("longrun").debug("no subsegment for %s: %s", name, exc)
+            subsegment = None
+    try:
+        yield
+    except Exception as exc:
+        if subsegment is not None:
+            with contextlib.suppress(Exception):
+                import traceback
+
+                subsegment.add_exception(exc, traceback.extract_tb(exc.__traceback__))
+        raise
+    finally:
+        if subsegment is not None and recorder is not None:
+            with contextlib.suppress(Exception):
+                recorder.end_subsegment()

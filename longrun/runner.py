@@ -43,24 +43,58 @@ import urllib.request
 import uuid
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import ports
 from .checkpoint import make_envelope, validate_run_id
 from .config import (
+    DEFAULT_FARGATE_LEASE_S,
+    DEFAULT_FARGATE_MAX_S,
+    DEFAULT_FARGATE_STOP_S,
     ENV_EVENT_URI,
+    ENV_FARGATE_LEASE_S,
+    ENV_FARGATE_MAX_S,
+    ENV_FARGATE_STOP_S,
     ENV_FUNCTION_NAME,
     ENV_HANDLER,
     ENV_HOP,
     ENV_RUN_ID,
     ENV_TENANT_ID,
-    RunnerSettings,
+    _seconds,
     environment,
-    resolve_runner,
     runner_target,
 )
 from .errors import LongrunConfigError, LongrunError
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """Settings of the container runner itself (here, not in ``config``: a function's cold
+    start never needs them)."""
+
+    max_s: float
+    lease_s: float
+    stop_s: float
+
+
+def resolve_runner(env: Mapping[str, str] | None = None) -> RunnerSettings:
+    """The container runner's own limits (``LONGRUN_FARGATE_MAX_S``, ``_LEASE_S``, ``_STOP_S``)."""
+    env = os.environ if env is None else env
+
+    def seconds(env_name: str, default: float) -> float:
+        raw = env.get(env_name)
+        value = default if not raw else _seconds(env_name, raw)
+        assert value is not None
+        return value
+
+    return RunnerSettings(
+        max_s=seconds(ENV_FARGATE_MAX_S, DEFAULT_FARGATE_MAX_S),
+        lease_s=seconds(ENV_FARGATE_LEASE_S, DEFAULT_FARGATE_LEASE_S),
+        stop_s=seconds(ENV_FARGATE_STOP_S, DEFAULT_FARGATE_STOP_S),
+    )
+
 
 __all__ = ["ContainerContext", "load_handler", "main"]
 

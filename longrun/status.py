@@ -7,7 +7,6 @@ An API that starts a long job returns its run id at once; a client then polls ``
 from __future__ import annotations
 
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,6 +145,8 @@ def find_runs(
         if loaded is None:  # created after its marker, or never: not a run (yet)
             return None
         return RunSummary.of(RunInfo.of(loaded.checkpoint))
+
+    from concurrent.futures import ThreadPoolExecutor  # not at import: a cold start never lists
 
     found: list[RunSummary] = []
     with ThreadPoolExecutor(max_workers=8) as pool:

@@ -119,9 +119,8 @@ def test_the_simulator_and_fargate_hops_see_the_tenant() -> None:
 
 
 def test_the_runner_reads_the_tenant_from_its_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
-    from longrun.config import resolve_runner
     from longrun.handoff.fargate import container_overrides
-    from longrun.runner import ContainerContext
+    from longrun.runner import ContainerContext, resolve_runner
 
     monkeypatch.setenv("LONGRUN_TENANT_ID", "tenant-c")
     assert ContainerContext(resolve_runner()).tenant_id == "tenant-c"
@@ -159,7 +158,5 @@ def test_the_tenant_reaches_every_hop_process_in_the_emulator(
     run = longrun_local.wait(timeout=120).run(run_id)
     assert run.status == "completed" and run.lambda_hops > 1
     items = [line.split()[2] for line in journal.read_text().splitlines()]
-    assert sorted(items, key=lambda x: int(x.split(":")[0])) == [
-        f"{i}:tenant-e" for i in range(30)
-    ]
+    assert sorted(items, key=lambda x: int(x.split(":")[0])) == [f"{i}:tenant-e" for i in range(30)]
     assert function.store.status(run_id)["tenant_id"] == "tenant-e"

@@ -72,10 +72,12 @@ _RESULT = re.compile(rf"{re.escape(API_PREFIX)}/invocation/(?P<id>[^/]+)/(?P<kin
 ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
 
 
-def trace_id() -> str:
-    """A fresh X-Ray trace header value, in the shape Lambda passes it."""
+def trace_id(*, sampled: bool = False) -> str:
+    """A fresh X-Ray trace header value, in the shape Lambda passes it (``Sampled=1`` with
+    active tracing)."""
     epoch = f"{int(time.time()):08x}"
-    return f"Root=1-{epoch}-{secrets.token_hex(12)};Parent={secrets.token_hex(8)};Sampled=0"
+    root = f"Root=1-{epoch}-{secrets.token_hex(12)};Parent={secrets.token_hex(8)}"
+    return f"{root};Sampled={1 if sampled else 0}"
 
 
 @dataclass

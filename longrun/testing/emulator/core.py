@@ -15,6 +15,7 @@ from .functions import LocalFunction
 from .helpers import now_ms
 from .moto_server import MotoServer
 from .records import InvocationRecord
+from .xray import XRayDaemon
 
 
 @dataclass(eq=False)
@@ -50,6 +51,8 @@ class Core:
     index: itertools.count[int] = field(default_factory=itertools.count, repr=False)
     """Numbers the :class:`InvocationRecord` s."""
     t0_ms: int = field(default_factory=now_ms)
+    xray: XRayDaemon | None = None
+    """The X-Ray daemon, once a function with active tracing is deployed."""
 
     @property
     def endpoint(self) -> InvokeEndpoint:

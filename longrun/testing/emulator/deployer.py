@@ -19,6 +19,7 @@ from .environment import Environments
 from .fargate import FargateInMoto
 from .functions import KillAfter, LocalFunction
 from .helpers import DEFAULT_RETRY_DELAYS_S, LONGRUN_ROOT, SAFETY_NET_HANDLER, parse_handler
+from .xray import XRayDaemon
 
 
 class Deployer:
@@ -48,6 +49,7 @@ class Deployer:
         kill_after: KillAfter | None = None,
         cwd: str | os.PathLike[str] | None = None,
         pythonpath: Sequence[str | os.PathLike[str]] = (),
+        tracing: bool = False,
     ) -> LocalFunction:
         """Deploy a function: see :meth:`LocalLambda.deploy`."""
         code_dir, module_handler = parse_handler(handler, cwd)
@@ -75,7 +77,12 @@ class Deployer:
             escalate=escalate,
             kill_after=kill_after,
             pythonpath=tuple(os.fspath(p) for p in pythonpath),
+            tracing=tracing,
         )
+        if tracing:
+            with self._core.cond:
+                if self._core.xray is None:
+                    self._core.xray = XRayDaemon()
         if escalate:
             configuration = self._environments.config_env(function)
             function.task_definition = self._fargate.register_task_definition(

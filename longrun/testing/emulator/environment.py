@@ -69,5 +69,10 @@ class Environments:
             _HANDLER=function.handler,
             TZ=":UTC",
         )
+        if function.tracing and self._core.xray is not None:
+            env.update(
+                AWS_XRAY_DAEMON_ADDRESS=self._core.xray.address,
+                AWS_XRAY_CONTEXT_MISSING="LOG_ERROR",
+            )
         env.update(self.config_env(function))
         return env

@@ -40,6 +40,8 @@ class LocalFunction:
     task_definition: str | None = None
     kill_after: KillAfter | None = None
     pythonpath: tuple[str, ...] = ()
+    tracing: bool = False
+    """Active tracing: sampled trace headers, and the emulator's X-Ray daemon."""
 
     @property
     def arn(self) -> str:

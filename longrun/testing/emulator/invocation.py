@@ -21,7 +21,7 @@ from typing import Any
 
 from ...protocol import Answer, Status
 from ..delivery import Delivery
-from ..runtime_api import RuntimeApi, RuntimeInvocation
+from ..runtime_api import RuntimeApi, RuntimeInvocation, trace_id
 from .checkpoints import CheckpointReader
 from .core import Core
 from .environment import Environments
@@ -151,6 +151,7 @@ class InvocationRunner:
             function_arn=function.arn,
             timeout_s=function.timeout_s,
             tenant_id=delivery.tenant_id,
+            trace=trace_id(sampled=function.tracing),
         )
         keep = False
         try:

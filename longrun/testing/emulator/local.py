@@ -148,6 +148,8 @@ class LocalLambda(StartStop):
             killpg(process)
         self._runner.close()
         self._fargate.close()
+        if core.xray is not None:
+            core.xray.close()
         for thread in core.threads:
             thread.join(timeout=5)
         if core.invoke_endpoint is not None:
@@ -185,6 +187,7 @@ class LocalLambda(StartStop):
         kill_after: KillAfter | None = None,
         cwd: str | os.PathLike[str] | None = None,
         pythonpath: Sequence[str | os.PathLike[str]] = (),
+        tracing: bool = False,
     ) -> LocalFunction:
         """Deploy ``handler`` (``path/app.py:fn``, ``pkg.mod:fn`` or ``pkg.mod.fn``).
 
@@ -196,6 +199,9 @@ class LocalLambda(StartStop):
         ``max_hops`` sets ``LONGRUN_MAX_HOPS``. ``env`` is set last (a decorator argument
         still beats a ``LONGRUN_*`` variable: take the store from the environment so that
         the emulator reads the checkpoints the function writes).
+        ``tracing``: active tracing, as the function setting: each invocation gets a sampled
+        X-Ray trace header, and what the function sends to its X-Ray daemon is kept
+        (:meth:`traces`).
         """
         return self._deployer.deploy(
             handler,
@@ -214,7 +220,13 @@ class LocalLambda(StartStop):
             kill_after=kill_after,
             cwd=cwd,
             pythonpath=pythonpath,
+            tracing=tracing,
         )
+
+    def traces(self) -> list[dict[str, Any]]:
+        """The X-Ray segment documents functions with ``tracing`` sent, in arrival order."""
+        xray = self._core.xray
+        return [] if xray is None else xray.documents()
 
     # -- invoking -----------------------------------------------------------------------------
 
