@@ -35,6 +35,7 @@ from .errors import (
     RunNotFound,
     RunTimeExceeded,
     StateNotSerializable,
+    StepInterrupted,
     StoreError,
 )
 from .run import Run, current_run
@@ -42,6 +43,7 @@ from .stores import CheckpointStore, MemoryStore, S3Store
 
 if TYPE_CHECKING:
     from .status import RunInfo, RunSummary, find_runs, get_run
+    from .steps import Retry
     from .stores.file import FileStore
 
 _STATUS_API = frozenset({"RunInfo", "RunSummary", "find_runs", "get_run"})
@@ -53,6 +55,10 @@ def __getattr__(name: str) -> Any:
         from .stores.file import FileStore
 
         return FileStore
+    if name == "Retry":  # on first use: only handlers with retried steps need it
+        from .steps import Retry
+
+        return Retry
     if name in _STATUS_API:  # on first use: a handler that runs a job never reads its status
         from . import status
 
@@ -88,6 +94,7 @@ __all__ = [
     "NotInRunError",
     "NotificationFailed",
     "RecursionStopped",
+    "Retry",
     "Run",
     "RunInfo",
     "RunSummary",
@@ -95,6 +102,7 @@ __all__ = [
     "RunTimeExceeded",
     "S3Store",
     "StateNotSerializable",
+    "StepInterrupted",
     "StoreError",
     "__version__",
     "current_run",

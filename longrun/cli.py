@@ -409,7 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "gc":
             return _gc(store, args, as_json)
         if args.command == "cancel":
+            before = store.load(args.run_id)
             document = store.cancel(args.run_id)
+            _drop_wake(before, document)
             if as_json:
                 print(json.dumps(_summary(document), indent=2))
             else:
@@ -427,6 +429,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # never a traceback: the type and message, on one line
         print(f"longrun: unexpected {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _drop_wake(before: Loaded | None, document: dict[str, Any]) -> None:
+    """A cancelled run that was waiting: delete its wake-up schedule (best effort: a wake-up
+    that fires anyway finds the run cancelled and runs nothing)."""
+    if before is None or document.get("status") != Status.CANCELLED.value:
+        return
+    wait = before.checkpoint.wait
+    if before.checkpoint.status is not Status.WAITING or not wait or not wait.get("schedule"):
+        return
+    from .handoff.scheduler import delete_schedule
+
+    try:
+        delete_schedule(str(wait["schedule"]))
+    except Exception as exc:
+        print(f"longrun: the wake-up {wait['schedule']} was not deleted ({exc}); it will find "
+              "the run cancelled", file=sys.stderr)  # fmt: skip
 
 
 def _one_line(exc: BaseException | str) -> str:

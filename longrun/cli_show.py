@@ -145,6 +145,17 @@ def status_text(checkpoint: Checkpoint, size: int, now_ms: int) -> str:
         error = checkpoint.error
         terminal = " (terminal)" if error.terminal else ""
         lines.append(f"error     {error.type}: {error.message[:400]}{terminal}")
+    wait = checkpoint.wait
+    if wait is not None and checkpoint.status.value == "waiting":
+        until = wait.get("until_ms")
+        left = f" (in {span((until - now_ms) / 1000)})" if until and until > now_ms else ""
+        lines.append(
+            f"waiting   {wait.get('kind')} {wait.get('name')!r} until {when(until)} UTC{left}, "
+            f"woken by schedule {wait.get('schedule')}"
+        )
+    if checkpoint.steps:
+        done = sum(1 for r in checkpoint.steps.values() if r.get("state") == "done")
+        lines.append(f"steps     {done} of {len(checkpoint.steps)} recorded steps and sleeps done")
     notice = checkpoint.notice
     if notice is not None:
         why = f": {notice.error[:200]}" if notice.error else ""

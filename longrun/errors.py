@@ -25,6 +25,7 @@ __all__ = [
     "RunNotFound",
     "RunTimeExceeded",
     "StateNotSerializable",
+    "StepInterrupted",
     "StoreError",
 ]
 
@@ -122,6 +123,10 @@ class NoProgressError(LongrunError):
 
 class RecursionStopped(LongrunError):
     """AWS recursive-loop detection refused the self re-invocation."""
+
+
+class StepInterrupted(LongrunError):
+    """An ``at_most_once`` step was interrupted in an earlier hop: it is not run again."""
 
 
 class NotificationFailed(LongrunError):

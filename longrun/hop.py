@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .caller import HANDOFFS, Caller, Writer, _uuid4, no_function
-from .checkpoint import is_plain_json
+from .checkpoint import is_plain_json, make_envelope
 from .config import Settings
 from .errors import (
     CheckpointConflict,
@@ -35,7 +35,7 @@ from .errors import (
     StoreError,
     shown,
 )
-from .observe import HopObservation
+from .observe import HopObservation, traced
 from .ports import active, mono_function
 from .protocol import (
     Act,
@@ -50,7 +50,7 @@ from .protocol import (
     answer,
     decide_next,
 )
-from .run import Cancelled, EndHop, Run, Superseded
+from .run import Cancelled, EndHop, Run, SideObjects, Superseded, WaitHop
 from .stores.base import Loaded
 from .timing import NO_DEADLINE_MS, Timer
 
@@ -104,6 +104,9 @@ class ClaimedHop:
             run_deadline_mono=run_deadline,
             where=caller.where,
             initial_state=functools.partial(_stored_state, writer.loaded.data),
+            steps=checkpoint.steps,
+            wall_ms=self.clock.wall_ms,
+            side=SideObjects(caller.store.put_object, caller.store.read_object),
         )
 
     def ended(self, exc: BaseException) -> Response:
@@ -199,6 +202,7 @@ class ClaimedHop:
             cursors={path: _cursor(c) for path, c in run.cursors().items()},
             timing=run._timer.carry(),
             hops=tuple(hops),
+            steps={path: dict(record) for path, record in run.step_records().items()},
             **changes,
         )
 
@@ -261,11 +265,14 @@ class ClaimedHop:
         run = self.run
         if run.final_cursors is None:
             run._freeze_cursors()
+        if isinstance(signal, WaitHop):
+            return self.waiting(signal)
         next_hop = run.hop + 1
         where = self.caller.where
         step = decide_next(
             where=where,
-            next_hop=next_hop,
+            # hops started by a wake-up are not continuations of compute: not in the budget
+            next_hop=next_hop - self.writer.loaded.checkpoint.waits,
             max_hops=self.settings.max_hops,
             progress=run.items_done() > 0 or run.state_changed(),
             past_run_deadline=signal.reason == "max_run_seconds"
@@ -327,6 +334,50 @@ class ClaimedHop:
                 "(escalate=Fargate(...)) so that runs carry on in a container."
             ), True
         return no_function(run.id), False
+
+    def waiting(self, signal: WaitHop) -> Response:
+        """A sleep or a retry backoff longer than the hop has left: schedule the wake-up of
+        the next hop, then checkpoint the run ``waiting`` (in that order: a hop that dies in
+        between is retried by Lambda and schedules the same wake-up again; a wake-up that
+        finds the run not waiting is a duplicate)."""
+        from .handoff.scheduler import schedule_name
+
+        run = self.run
+        next_hop = run.hop + 1
+        function = self.caller.function
+        if not function:
+            self._fail(no_function(run.id), terminal=True)
+        name = schedule_name(run.id, next_hop)
+        payload = json.dumps(make_envelope(run.id, next_hop)).encode()
+        tenant = self.writer.loaded.checkpoint.tenant_id or self.caller.tenant_id
+        try:
+            with traced("wake-up", run.id, hop=next_hop):
+                self.transport.schedule_wake(
+                    str(function), payload, signal.until_ms, name=name, tenant_id=tenant
+                )
+        except LongrunError as exc:
+            self._fail(exc, keep_progress=True, terminal=False)
+        except Exception as exc:
+            self._fail(
+                HandoffFailed(f"run {run.id}: could not schedule its wake-up {name}: {exc}"),
+                keep_progress=True,
+                terminal=False,
+                cause=exc,
+            )
+        wait = {"kind": signal.kind, "name": signal.name, "until_ms": signal.until_ms,
+                "schedule": name}  # fmt: skip
+        self._write_own(
+            "wait",
+            Status.WAITING,
+            outcome=Status.WAITING.value,
+            claim=None,
+            next=None,
+            wait=wait,
+            waits=self.writer.loaded.checkpoint.waits + 1,
+        )
+        log.info("run %s hop %d: waiting (%s %s) until %d", run.id, run.hop, signal.kind,
+                 signal.name, signal.until_ms)  # fmt: skip
+        return answer(run.id, Status.WAITING, run.hop, until_ms=signal.until_ms, wake=name)
 
     def _escalate(self, next_hop: int, reason: str, *, after_continue: bool = False) -> Response:
         """Checkpoint as ``escalated`` and start the Fargate task that runs ``next_hop``."""

@@ -186,6 +186,7 @@ class Invocation(Caller):
             claim=self.claim(now),
             error=None,
             next=None,
+            wait=None,
             updated_ms=now,
             hops=(*checkpoint.hops, self.hop_entry(hop, 1 + checkpoint.attempts(hop), now)),
         )

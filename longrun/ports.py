@@ -77,6 +77,22 @@ class Transport:
         extra = {ENV_TENANT_ID: tenant_id} if tenant_id else None
         return start_task(settings, run_id, hop, extra_env=extra)
 
+    def schedule_wake(
+        self,
+        function: str,
+        payload: bytes,
+        at_ms: int,
+        *,
+        name: str,
+        tenant_id: str | None = None,
+    ) -> str:
+        """Invoke ``function`` with ``payload`` at ``at_ms`` (epoch ms), once, with nothing
+        running in between (a one-time EventBridge Scheduler schedule named ``name``, which
+        deletes itself after it fires); returns the schedule's name."""
+        from .handoff.scheduler import schedule_wake
+
+        return schedule_wake(function, payload, at_ms, name=name)
+
 
 class Observer:
     """Told about every checkpoint write and every claimed hop; may add latency or fail."""

@@ -12,7 +12,14 @@ from __future__ import annotations
 import contextvars
 import json
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar, overload
 
@@ -50,6 +57,25 @@ class EndHop(_Control):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class WaitHop(EndHop):
+    """Raised by a sleep or a retry backoff longer than the hop has left: the hop ends, and
+    the run waits (no compute) until ``until_ms``."""
+
+    def __init__(self, until_ms: int, kind: str, name: str) -> None:
+        super().__init__("wait")
+        self.until_ms = until_ms
+        self.kind = kind
+        self.name = name
+
+
+class SideObjects:
+    """Where large step results go: the run's store (``put``/``read`` of a named object)."""
+
+    def __init__(self, put: Callable[[str, bytes], None], read: Callable[[str], bytes | None]):
+        self.put = put
+        self.read = read
 
 
 class Superseded(_Control):
@@ -132,6 +158,9 @@ class Run:
         run_deadline_mono: float | None,
         where: str,
         initial_state: Callable[[], Any] = dict,
+        steps: Mapping[str, Mapping[str, Any]] | None = None,
+        wall_ms: Callable[[], int] | None = None,
+        side: SideObjects | None = None,
     ) -> None:
         self.id = run_id
         self.hop = hop
@@ -161,6 +190,13 @@ class Run:
         handler that catches it and returns anyway still ends its hop that way."""
         self._opened: set[str] = set()
         """Loop paths opened in their scope during this hop (a name used twice is an error)."""
+        self._step_records: dict[str, dict[str, Any]] = {
+            path: dict(record) for path, record in (steps or {}).items()
+        }
+        """``run.step`` results and ``run.sleep`` records by path (saved at every checkpoint)."""
+        self._steps_used: set[tuple[str, tuple[int, ...]]] = set()
+        self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        self._side = side
 
     def __repr__(self) -> str:
         return f"<Run {self.id} hop={self.hop} where={self.where}>"
@@ -197,6 +233,56 @@ class Run:
         self._freeze_cursors()
         self.signal = EndHop(reason)
         raise self.signal
+
+    # -- steps and waits (longrun.steps) ---------------------------------------------------------
+
+    def step(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        *args: Any,
+        retry: Any = None,
+        at_most_once: bool = False,
+        **kwargs: Any,
+    ) -> T:
+        """Run ``fn(*args, **kwargs)`` once for the whole run and return its result: a later
+        hop gets the stored result without calling ``fn``. ``retry``: a ``longrun.Retry``
+        (a backoff longer than the hop has left ends the hop; the run is woken after it).
+        ``at_most_once``: a call interrupted midway is not made again; the next
+        ``run.step`` of that name raises ``StepInterrupted``."""
+        from .steps import step
+
+        result: T = step(self, name, fn, args, kwargs, retry=retry, at_most_once=at_most_once)
+        return result
+
+    def sleep(self, seconds: float, *, name: str) -> None:
+        """Sleep ``seconds`` once for the whole run: in the process when it fits in this hop
+        (less the margin), else the hop ends and the run is woken after it, with no compute
+        in between. A finished sleep is never slept again."""
+        from .steps import sleep_until
+
+        if not (isinstance(seconds, (int, float)) and seconds >= 0):
+            raise LongrunError(f"run.sleep({shown(seconds)}): give a number of seconds >= 0.")
+        sleep_until(self, name, None, float(seconds))
+
+    def sleep_until(self, when: Any, *, name: str) -> None:
+        """Sleep until ``when`` (an aware ``datetime`` or epoch seconds), as ``sleep`` does."""
+        from .steps import epoch_ms, sleep_until
+
+        sleep_until(self, name, epoch_ms(when), None)
+
+    def wait_until_ms(self, until_ms: int, *, kind: str, name: str) -> NoReturn:
+        """End this hop waiting until ``until_ms`` (epoch ms): checkpointed ``waiting``, woken
+        then by a one-time schedule."""
+        if self.signal is not None:
+            raise self.signal
+        self._freeze_cursors()
+        self.signal = WaitHop(until_ms, kind, name)
+        raise self.signal
+
+    def step_records(self) -> dict[str, dict[str, Any]]:
+        """The step and sleep records as they would be saved now."""
+        return self._step_records
 
     def _past_run_deadline(self, now: float) -> bool:
         return self._run_deadline is not None and now >= self._run_deadline

@@ -455,3 +455,32 @@ def test_notifications_callable_posts_once(
     outcome = longrun_sim.run(app.handler, {"items": 3}, timeout_s=60)
     assert outcome.status == "completed", outcome.summary()
     assert len(posted) == 1 and posted[0]["text"].startswith(f"run {outcome.run_id} done in")
+
+
+def test_steps_rate_limited_calls_each_customer_once(
+    longrun_sim: LambdaSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = example("steps_rate_limited")
+    calls: Counter[str] = Counter()
+    real = app.enrich
+
+    def throttled(customer_id: str) -> dict[str, Any]:
+        calls[customer_id] += 1
+        if customer_id == "c-2" and calls[customer_id] < 3:
+            raise app.RateLimited("429")
+        return dict(real(customer_id))
+
+    monkeypatch.setattr(app, "enrich", throttled)
+    outcome = longrun_sim.run(app.handler, {"customers": ["c-1", "c-2", "c-3"]}, timeout_s=20)
+    assert outcome.status == "completed" and outcome.result == {"enriched": 3}
+    assert calls == Counter({"c-1": 1, "c-2": 3, "c-3": 1})
+    assert [h.kind for h in outcome.hops].count("wake") >= 1  # a backoff outlived the hop
+
+
+def test_steps_polling_sleeps_between_checks_without_compute(longrun_sim: LambdaSim) -> None:
+    app = example("steps_polling")
+    outcome = longrun_sim.run(app.handler, {"table": "orders"}, timeout_s=60)
+    assert outcome.status == "completed"
+    assert outcome.result == {"job": "export-orders", "status": "SUCCEEDED", "checks": 3}
+    assert [h.kind for h in outcome.hops] == ["start", "wake", "wake"]
+    assert len(longrun_sim.schedules) == 2

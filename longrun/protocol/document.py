@@ -184,6 +184,8 @@ class Escalation:
 
 
 NOTICE_STATES = ("sending", "failed", "sent")
+STEP_STATES = ("done", "started", "retrying", "sleeping")
+WAIT_KINDS = ("sleep", "retry")
 
 
 class Notice:
@@ -281,6 +283,12 @@ class Checkpoint:
     """The tenant of a function in per-tenant isolation mode: every hop is invoked with it."""
     notice: Notice | None = None
     """The completion notification, once the run settled with ``on_complete`` set."""
+    steps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """``run.step`` results and ``run.sleep`` records, by path (see ``longrun.steps``)."""
+    wait: Mapping[str, Any] | None = None
+    """What a ``waiting`` run waits for: ``{"kind", "name", "until_ms", "schedule"}``."""
+    waits: int = 0
+    """Hops started by a wake-up (they do not count against ``max_hops``)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> Checkpoint:
@@ -323,6 +331,12 @@ class Checkpoint:
         }
         if self.notice is not None:
             doc["notice"] = self.notice.to_json()
+        if self.steps:
+            doc["steps"] = {path: dict(record) for path, record in self.steps.items()}
+        if self.wait is not None:
+            doc["wait"] = dict(self.wait)
+        if self.waits:
+            doc["waits"] = self.waits
         for key, value in self.extra.items():
             doc.setdefault(key, value)
         return doc

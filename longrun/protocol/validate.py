@@ -12,6 +12,8 @@ from ..errors import CheckpointCorrupt, CheckpointFormatError, InvalidRunId
 from .document import (
     NEXT,
     NOTICE_STATES,
+    STEP_STATES,
+    WAIT_KINDS,
     WHERE,
     WRITE_ID,
     Checkpoint,
@@ -32,7 +34,7 @@ _KNOWN = frozenset(
         "format", "seq", "write_id", "run_id", "status", "hop", "origin_request_id",
         "function", "created_ms", "updated_ms", "claim", "event", "state", "cursors",
         "timing", "hops", "result", "result_note", "error", "next", "escalation", "tenant_id",
-        "notice",
+        "notice", "steps", "wait", "waits",
     }
 )  # fmt: skip
 
@@ -209,6 +211,39 @@ def _notice(value: Any) -> Notice | None:
     )
 
 
+def _steps(value: Any) -> dict[str, dict[str, Any]]:
+    if value is None:
+        return {}
+    doc = _obj(value, "steps")
+    steps: dict[str, dict[str, Any]] = {}
+    for path, record in doc.items():
+        where = f"steps[{_cut(repr(path), 60)}]."
+        entry = _obj(record, where[:-1])
+        _choice(entry, "state", where, STEP_STATES)
+        if entry.get("state") is None:
+            raise _Bad(where + "state", "is missing")
+        _int(entry, "attempts", where, default=0)
+        _opt_int(entry, "until_ms", where)
+        scope = entry.get("scope", [])
+        if not isinstance(scope, list) or not all(type(p) is int and p >= 0 for p in scope):
+            raise _Bad(where + "scope", f"{_show(scope)} is not a list of loop positions")
+        _str(entry, "ref", where, optional=True)
+        steps[str(path)] = dict(entry)
+    return steps
+
+
+def _wait(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    doc = _obj(value, "wait")
+    if _choice(doc, "kind", "wait.", WAIT_KINDS) is None:
+        raise _Bad("wait.kind", "is missing")
+    _str(doc, "name", "wait.")
+    _opt_int(doc, "until_ms", "wait.")
+    _str(doc, "schedule", "wait.", optional=True)
+    return dict(doc)
+
+
 def _timing(value: Any) -> dict[str, float]:
     doc = _obj(value if value is not None else {}, "timing")
     for name, number in doc.items():
@@ -289,6 +324,9 @@ def _from_json(document: Any, expected_run_id: str | None) -> Checkpoint:
         escalation=_escalation(doc.get("escalation")),
         tenant_id=_str(doc, "tenant_id", "", optional=True),
         notice=_notice(doc.get("notice")),
+        steps=_steps(doc.get("steps")),
+        wait=_wait(doc.get("wait")),
+        waits=_int(doc, "waits", "", default=0),
         extra={k: v for k, v in doc.items() if k not in _KNOWN},
     )
 

@@ -217,6 +217,31 @@ class _SimHooks(ports.Clock, ports.Transport, ports.Observer):
         )
         return arn
 
+    def schedule_wake(
+        self,
+        function: str,
+        payload: bytes,
+        at_ms: int,
+        *,
+        name: str,
+        tenant_id: str | None = None,
+    ) -> str:
+        """A one-time schedule on the virtual clock: its delivery is due at ``at_ms``."""
+        sim = self.sim
+        at_s = at_ms / 1000 - sim.clock.start_epoch_s
+        sim.schedules.append({"name": name, "at_ms": at_ms, "payload": json.loads(payload)})
+        sim._queue.append(
+            Delivery(
+                json.loads(payload),
+                str(uuid.uuid4()),
+                1,
+                "wake",
+                not_before=at_s,
+                tenant_id=tenant_id,
+            )
+        )
+        return name
+
     def invoke_async(
         self, function: str, payload: bytes, client: Any, *, tenant_id: str | None = None
     ) -> None:
@@ -257,6 +282,9 @@ class LambdaSim:
         self._writes = 0
         self.tasks: list[dict[str, Any]] = []
         """Fargate tasks started (``task_arn``, ``run_id``, ``hop``); each runs as a delivery."""
+        self.schedules: list[dict[str, Any]] = []
+        """One-time wake-ups scheduled (``name``, ``at_ms``, ``payload``); each is a delivery
+        of kind ``wake`` at its virtual time."""
         self.fargate_max_s = 86400.0
         self.fargate_lease_s = 600.0
         self.fargate_stop_s = 20.0
@@ -318,6 +346,7 @@ class LambdaSim:
         self._records, self._checkpoints, self._dead = [], [], []
         self._writes = 0
         self.tasks = []
+        self.schedules = []
         self.fargate_stop_s = fargate_stop_s
         self._run_id = None
         self._thread = threading.get_ident()
