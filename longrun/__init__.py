@@ -42,11 +42,21 @@ from .run import Run, current_run
 from .stores import CheckpointStore, MemoryStore, S3Store
 
 if TYPE_CHECKING:
+    from .callbacks import (
+        CallbackFailed,
+        CallbackRefused,
+        CallbackTimeout,
+        fail_callback,
+        send_callback,
+    )
     from .status import RunInfo, RunSummary, find_runs, get_run
     from .steps import Retry
     from .stores.file import FileStore
 
 _STATUS_API = frozenset({"RunInfo", "RunSummary", "find_runs", "get_run"})
+_CALLBACKS = frozenset(
+    {"CallbackFailed", "CallbackRefused", "CallbackTimeout", "fail_callback", "send_callback"}
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -59,6 +69,10 @@ def __getattr__(name: str) -> Any:
         from .steps import Retry
 
         return Retry
+    if name in _CALLBACKS:  # on first use: only runs with callbacks need them
+        from . import callbacks
+
+        return getattr(callbacks, name)
     if name in _STATUS_API:  # on first use: a handler that runs a job never reads its status
         from . import status
 
@@ -74,6 +88,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CallbackFailed",
+    "CallbackRefused",
+    "CallbackTimeout",
     "CheckpointConflict",
     "CheckpointCorrupt",
     "CheckpointFormatError",
@@ -106,7 +123,9 @@ __all__ = [
     "StoreError",
     "__version__",
     "current_run",
+    "fail_callback",
     "find_runs",
     "get_run",
     "longrun",
+    "send_callback",
 ]

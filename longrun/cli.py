@@ -245,6 +245,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     gc.add_argument("--older-than", required=True, help="age since the run settled: 30d, 12h")
     gc.add_argument("--dry-run", action="store_true", help="show what would be deleted")
+    answer = commands.add_parser(
+        "callback",
+        help="answer a run's callback (run.callback) and wake the run",
+        parents=[common],
+    )
+    answer.add_argument("token", help="the token run.callback() returned")
+    payload = answer.add_mutually_exclusive_group(required=True)
+    payload.add_argument("--payload", metavar="JSON", help="the answer, a JSON value")
+    payload.add_argument("--fail", metavar="MESSAGE", help="answer with a failure")
     cancel = commands.add_parser(
         "cancel", help="cancel a run: its next hop does not run", parents=[common]
     )
@@ -408,6 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _watch(store, args, as_json)
         if args.command == "gc":
             return _gc(store, args, as_json)
+        if args.command == "callback":
+            return _callback(store, args, as_json)
         if args.command == "cancel":
             before = store.load(args.run_id)
             document = store.cancel(args.run_id)
@@ -429,6 +440,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # never a traceback: the type and message, on one line
         print(f"longrun: unexpected {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _callback(store: CheckpointStore, args: argparse.Namespace, as_json: bool) -> int:
+    from .callbacks import fail_callback, parse_token, send_callback
+
+    run_id, name, _ = parse_token(args.token)
+    if args.fail is not None:
+        done = fail_callback(args.token, args.fail, store=store)
+    else:
+        try:
+            value = json.loads(args.payload)
+        except ValueError as exc:
+            raise LongrunConfigError(
+                f"--payload {args.payload[:60]!r} is not JSON ({exc}); quote it for the shell, "
+                """e.g. --payload '{"approved": true}'."""
+            ) from None
+        done = send_callback(args.token, value, store=store)
+    if as_json:
+        print(json.dumps({"run_id": run_id, "callback": name, "answer": done}))
+    else:
+        print(f"run {run_id}: callback {name!r} {done}")
+    return 0
 
 
 def _drop_wake(before: Loaded | None, document: dict[str, Any]) -> None:

@@ -336,10 +336,11 @@ class ClaimedHop:
         return no_function(run.id), False
 
     def waiting(self, signal: WaitHop) -> Response:
-        """A sleep or a retry backoff longer than the hop has left: schedule the wake-up of
-        the next hop, then checkpoint the run ``waiting`` (in that order: a hop that dies in
-        between is retried by Lambda and schedules the same wake-up again; a wake-up that
-        finds the run not waiting is a duplicate)."""
+        """A sleep, a retry backoff or a callback the hop cannot wait for: schedule the wake-up
+        of the next hop (at the time, or at a callback's timeout), then checkpoint the run
+        ``waiting`` (in that order: a hop that dies in between is retried by Lambda and
+        schedules the same wake-up again; a wake-up that finds the run not waiting is a
+        duplicate). A callback answered meanwhile is handed on at once."""
         from .handoff.scheduler import schedule_name
 
         run = self.run
@@ -347,23 +348,25 @@ class ClaimedHop:
         function = self.caller.function
         if not function:
             self._fail(no_function(run.id), terminal=True)
-        name = schedule_name(run.id, next_hop)
-        payload = json.dumps(make_envelope(run.id, next_hop)).encode()
         tenant = self.writer.loaded.checkpoint.tenant_id or self.caller.tenant_id
-        try:
-            with traced("wake-up", run.id, hop=next_hop):
-                self.transport.schedule_wake(
-                    str(function), payload, signal.until_ms, name=name, tenant_id=tenant
+        name = None
+        if signal.until_ms is not None:
+            name = schedule_name(run.id, next_hop)
+            payload = json.dumps(make_envelope(run.id, next_hop)).encode()
+            try:
+                with traced("wake-up", run.id, hop=next_hop):
+                    self.transport.schedule_wake(
+                        str(function), payload, signal.until_ms, name=name, tenant_id=tenant
+                    )
+            except LongrunError as exc:
+                self._fail(exc, keep_progress=True, terminal=False)
+            except Exception as exc:
+                self._fail(
+                    HandoffFailed(f"run {run.id}: could not schedule its wake-up {name}: {exc}"),
+                    keep_progress=True,
+                    terminal=False,
+                    cause=exc,
                 )
-        except LongrunError as exc:
-            self._fail(exc, keep_progress=True, terminal=False)
-        except Exception as exc:
-            self._fail(
-                HandoffFailed(f"run {run.id}: could not schedule its wake-up {name}: {exc}"),
-                keep_progress=True,
-                terminal=False,
-                cause=exc,
-            )
         wait = {"kind": signal.kind, "name": signal.name, "until_ms": signal.until_ms,
                 "schedule": name}  # fmt: skip
         self._write_own(
@@ -375,7 +378,12 @@ class ClaimedHop:
             wait=wait,
             waits=self.writer.loaded.checkpoint.waits + 1,
         )
-        log.info("run %s hop %d: waiting (%s %s) until %d", run.id, run.hop, signal.kind,
+        if signal.kind == "callback":
+            from .callbacks import answer_arrived
+
+            if answer_arrived(run, signal.name):  # answered while this hop was going waiting
+                self.caller.send(run.id, next_hop, tenant_id=tenant)
+        log.info("run %s hop %d: waiting (%s %s) until %s", run.id, run.hop, signal.kind,
                  signal.name, signal.until_ms)  # fmt: skip
         return answer(run.id, Status.WAITING, run.hop, until_ms=signal.until_ms, wake=name)
 

@@ -63,7 +63,7 @@ class WaitHop(EndHop):
     """Raised by a sleep or a retry backoff longer than the hop has left: the hop ends, and
     the run waits (no compute) until ``until_ms``."""
 
-    def __init__(self, until_ms: int, kind: str, name: str) -> None:
+    def __init__(self, until_ms: int | None, kind: str, name: str) -> None:
         super().__init__("wait")
         self.until_ms = until_ms
         self.kind = kind
@@ -271,9 +271,24 @@ class Run:
 
         sleep_until(self, name, epoch_ms(when), None)
 
-    def wait_until_ms(self, until_ms: int, *, kind: str, name: str) -> NoReturn:
-        """End this hop waiting until ``until_ms`` (epoch ms): checkpointed ``waiting``, woken
-        then by a one-time schedule."""
+    def callback(self, name: str, *, timeout_s: float | None = None) -> str:
+        """A token for an outside system to answer (``longrun.send_callback``); the same token
+        on every hop. ``timeout_s``: after it, ``wait_for_callback`` raises CallbackTimeout."""
+        from .callbacks import callback
+
+        return callback(self, name, timeout_s)
+
+    def wait_for_callback(self, name: str) -> Any:
+        """The answer's payload if it has arrived; otherwise the hop ends and the run waits
+        for it with no compute (CallbackTimeout after the timeout, CallbackFailed for a
+        failure answer)."""
+        from .callbacks import wait_for_callback
+
+        return wait_for_callback(self, name)
+
+    def wait_until_ms(self, until_ms: int | None, *, kind: str, name: str) -> NoReturn:
+        """End this hop waiting until ``until_ms`` (epoch ms; ``None``: until an answer):
+        checkpointed ``waiting``, woken then by a one-time schedule."""
         if self.signal is not None:
             raise self.signal
         self._freeze_cursors()

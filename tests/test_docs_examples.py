@@ -484,3 +484,17 @@ def test_steps_polling_sleeps_between_checks_without_compute(longrun_sim: Lambda
     assert outcome.result == {"job": "export-orders", "status": "SUCCEEDED", "checks": 3}
     assert [h.kind for h in outcome.hops] == ["start", "wake", "wake"]
     assert len(longrun_sim.schedules) == 2
+
+
+def test_steps_approval_waits_for_the_answer_with_no_compute(
+    longrun_sim: LambdaSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = example("steps_approval")
+    asked: list[str] = []
+    monkeypatch.setattr(app, "ask_for_approval", lambda report, token: asked.append(token))
+    waiting = longrun_sim.run(app.handler, {"month": "2026-11"}, timeout_s=60)
+    assert waiting.status == "waiting" and len(asked) == 1
+    done = longrun_sim.send_callback(asked[0], {"approved": True})
+    assert done.status == "completed"
+    assert done.result == {"month": "2026-11", "published": True}
+    assert len(asked) == 1  # asked once, though the handler ran twice

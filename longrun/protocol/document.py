@@ -185,7 +185,7 @@ class Escalation:
 
 NOTICE_STATES = ("sending", "failed", "sent")
 STEP_STATES = ("done", "started", "retrying", "sleeping")
-WAIT_KINDS = ("sleep", "retry")
+WAIT_KINDS = ("sleep", "retry", "callback")
 
 
 class Notice:

@@ -76,9 +76,7 @@ class Faults:
 
     def duplicate_of(self, delivery: Delivery) -> Delivery:
         """The duplicate delivery of ``delivery``."""
-        return AsyncDelivery.duplicate(
-            delivery, new_request_id=self.duplicate_request_id == "new"
-        )
+        return AsyncDelivery.duplicate(delivery, new_request_id=self.duplicate_request_id == "new")
 
 
 @dataclass
@@ -229,13 +227,16 @@ class _SimHooks(ports.Clock, ports.Transport, ports.Observer):
         """A one-time schedule on the virtual clock: its delivery is due at ``at_ms``."""
         sim = self.sim
         at_s = at_ms / 1000 - sim.clock.start_epoch_s
+        signal = None if self.run is None else self.run.signal
+        # a callback's timeout waits for the test (send_callback or resume) to come first
+        kind = "timeout" if getattr(signal, "kind", None) == "callback" else "wake"
         sim.schedules.append({"name": name, "at_ms": at_ms, "payload": json.loads(payload)})
         sim._queue.append(
             Delivery(
                 json.loads(payload),
                 str(uuid.uuid4()),
                 1,
-                "wake",
+                kind,
                 not_before=at_s,
                 tenant_id=tenant_id,
             )
@@ -349,15 +350,62 @@ class LambdaSim:
         self.schedules = []
         self.fargate_stop_s = fargate_stop_s
         self._run_id = None
+        return self._drain(max_invocations)
+
+    def send_callback(
+        self,
+        token: str,
+        payload: Any = None,
+        *,
+        error: str | None = None,
+        store: CheckpointStore | None = None,
+        max_invocations: int = 1000,
+    ) -> Outcome:
+        """Answer a callback of the last run (``longrun.send_callback``, or ``fail_callback``
+        with ``error``) on the simulator's clock and transport, then carry the run on until
+        quiet (the wake-up is a delivery like any other); returns the updated outcome.
+        ``store``: the run's store when the simulator used the handler's own."""
+        from ..callbacks import fail_callback, send_callback
+
+        chosen = store or self._store_used
+        if chosen is None:
+            raise ValueError("LambdaSim.send_callback: pass store=, the handler's own store")
+        record = HopRecord("callback", "", 1, self.clock.now)
+        hooks = _SimHooks(self, record, Delivery({}, "callback", kind="callback"))
+        with ports.installed(clock=hooks, transport=hooks):
+            if error is not None:
+                fail_callback(token, error, store=chosen)
+            else:
+                send_callback(token, payload, store=chosen)
+        return self._drain(max_invocations)
+
+    def resume(self, *, timeouts: bool = True, max_invocations: int = 1000) -> Outcome:
+        """Carry the last run on: with ``timeouts``, a run waiting for a callback is woken at
+        its timeout (virtual time skips there), as no answer came."""
+        return self._drain(max_invocations, timeouts=timeouts)
+
+    def _next_delivery(self) -> Delivery:
+        """The earliest due delivery (in queue order among equals)."""
+        earliest = min(range(len(self._queue)), key=lambda i: self._queue[i].not_before)
+        delivery = self._queue[earliest]
+        del self._queue[earliest]
+        return delivery
+
+    def _drain(self, max_invocations: int, *, timeouts: bool = False) -> Outcome:
+        """Deliver until quiet. A callback's timeout wake-up is not delivered unless
+        ``timeouts``: the run stays waiting, for the test to answer (``send_callback``) or
+        to let it time out (``resume()``)."""
         self._thread = threading.get_ident()
         with self._virtual_sleep():
             while self._queue:
+                if not timeouts and all(d.kind == "timeout" for d in self._queue):
+                    break
                 if len(self._records) >= max_invocations:
                     raise RuntimeError(
                         f"the simulated run did not settle within {max_invocations} invocations "
                         "(a runaway chain?)"
                     )
-                delivery = self._queue.popleft()
+                delivery = self._next_delivery()
                 if delivery.not_before > self.clock.now:
                     self.clock.now = delivery.not_before
                 record = self._deliver(delivery)
