@@ -113,6 +113,63 @@ def longrun_runner(checkpoint_each: bool) -> Callable[[int], float]:
     return run_once
 
 
+def steps_runner() -> Callable[[int], float]:
+    """The SDK's job written with ``run.step``: one step per item, as ``context.step`` is
+    (each step's result stored and checkpointed once it returned)."""
+
+    def item(i: int) -> int:
+        return i
+
+    @longrun(checkpoint=MemoryStore())
+    def handler(event: Any, context: Any) -> int:
+        run = current_run()
+        run.state.setdefault("total", 0)
+        for i in run.iterate(range(event["n"])):
+            run.state["total"] += run.step("item", item, i)
+        return int(run.state["total"])
+
+    def run_once(n: int) -> float:
+        start = time.perf_counter()
+        outcome = LambdaSim(store="handler").run(handler, {"n": n}, timeout_s=TIMEOUT_S)
+        elapsed = time.perf_counter() - start
+        if outcome.status != "completed" or outcome.result != expected(n):
+            raise RuntimeError(f"longrun steps run went wrong:\n{outcome.summary()}")
+        return elapsed
+
+    return run_once
+
+
+def resume_after_steps(n: int, repeat: int) -> float:
+    """Median wall time of the hop that resumes a run after ``n`` finished steps: the run
+    waits for a callback once its steps are done, and the answer wakes it (recording the
+    answer included)."""
+    times: list[float] = []
+    for _ in range(repeat):
+        tokens: list[str] = []
+        store = MemoryStore()
+
+        @longrun(checkpoint=store)
+        def handler(event: Any, context: Any) -> int:
+            run = current_run()
+            run.state.setdefault("total", 0)
+            for i in run.iterate(range(event["n"])):
+                run.state["total"] += run.step("item", int, i)
+            tokens.append(run.callback("go"))
+            run.wait_for_callback("go")
+            return int(run.state["total"])
+
+        sim = LambdaSim(store="handler")
+        waiting = sim.run(handler, {"n": n}, timeout_s=TIMEOUT_S)
+        if waiting.status != "waiting":
+            raise RuntimeError(f"the resume run did not wait:\n{waiting.summary()}")
+        start = time.perf_counter()
+        done = sim.send_callback(tokens[-1], True, store=store)
+        times.append(time.perf_counter() - start)
+        if done.status != "completed" or done.result != expected(n):
+            raise RuntimeError(f"the resumed run went wrong:\n{done.summary()}")
+    return statistics.median(times)
+
+
 # the SDK
 
 
@@ -186,10 +243,13 @@ def sdk_runner() -> Callable[[int], tuple[float, float, int]]:
 def measure(n: int, repeat: int, sdk: Callable[[int], tuple[float, float, int]]) -> dict[str, Any]:
     plain = longrun_runner(checkpoint_each=False)
     each = longrun_runner(checkpoint_each=True)
+    steps = steps_runner()
     plain(10)  # warm-up
     each(10)
+    steps(10)
     longrun_s: list[float] = []
     each_s: list[float] = []
+    steps_s: list[float] = []
     sdk_s: list[float] = []
     handler_s: list[float] = []
     invocations: set[int] = set()
@@ -207,11 +267,13 @@ def measure(n: int, repeat: int, sdk: Callable[[int], tuple[float, float, int]])
             run_sdk()
         longrun_s.append(plain(n))
         each_s.append(each(n))
+        steps_s.append(steps(n))
         if sdk_turn and not k % 2:  # even rounds: longrun first
             run_sdk()
     longrun_med = statistics.median(longrun_s)
     sdk_med = statistics.median(sdk_s)
     each_med = statistics.median(each_s)
+    steps_med = statistics.median(steps_s)
     return {
         "n": n,
         "longrun_s": round(longrun_med, 6),
@@ -219,6 +281,11 @@ def measure(n: int, repeat: int, sdk: Callable[[int], tuple[float, float, int]])
         "ratio": round(sdk_med / longrun_med, 1),
         "longrun_checkpoint_each_s": round(each_med, 5),
         "ratio_vs_checkpoint_each": round(sdk_med / each_med, 1),
+        "longrun_steps_s": round(steps_med, 5),
+        "step_us": round(steps_med / n * 1e6, 2),
+        "sdk_step_us": round(sdk_med / n * 1e6, 1),
+        "ratio_vs_steps": round(sdk_med / steps_med, 1),
+        "resume_after_steps_s": round(resume_after_steps(n, max(3, repeat)), 5),
         "sdk_in_handler_s": round(statistics.median(handler_s), 4),
         "sdk_invocations": sorted(invocations),
         "longrun_repeat": longrun_repeat,
@@ -266,7 +333,9 @@ def main() -> None:
             f"(medians of {result['longrun_repeat']} / {result['sdk_repeat']} runs); "
             f"longrun checkpointing every item {result['longrun_checkpoint_each_s'] * 1000:.1f} "
             f"ms (x{result['ratio_vs_checkpoint_each']}); SDK inside its handler "
-            f"{result['sdk_in_handler_s'] * 1000:.1f} ms"
+            f"{result['sdk_in_handler_s'] * 1000:.1f} ms; run.step {result['step_us']} us a step "
+            f"against context.step {result['sdk_step_us']} us (x{result['ratio_vs_steps']}); "
+            f"resume after the steps {result['resume_after_steps_s'] * 1000:.2f} ms"
         )
 
     versions = ", ".join(f"{name} {metadata.version(name)}" for name in SDK_PACKAGES)

@@ -236,10 +236,10 @@ _xray_lock = threading.Lock()
 def tracing_active() -> bool:
     """Active tracing in Lambda: a sampled trace header, and ``POWERTOOLS_TRACE_DISABLED`` not
     set (what Powertools' Tracer itself respects)."""
-    if os.environ.get("POWERTOOLS_TRACE_DISABLED", "").strip().lower() in _TRUE:
+    header = os.environ.get("_X_AMZN_TRACE_ID")  # absent outside Lambda: the common case
+    if not header or "Sampled=1" not in header or not os.environ.get("LAMBDA_TASK_ROOT"):
         return False
-    header = os.environ.get("_X_AMZN_TRACE_ID", "")
-    return bool(os.environ.get("LAMBDA_TASK_ROOT")) and "Sampled=1" in header
+    return os.environ.get("POWERTOOLS_TRACE_DISABLED", "").strip().lower() not in _TRUE
 
 
 def _recorder() -> Any:
@@ -260,11 +260,23 @@ def _recorder() -> Any:
         return _xray or None
 
 
+_UNTRACED = contextlib.nullcontext()
+
+
+def traced(
+    name: str, run_id: str, **annotations: str | int
+) -> contextlib.AbstractContextManager[None]:
+    """An X-Ray subsegment ``## longrun {name}`` around the block, when tracing is active
+    (else a shared no-op: every checkpoint write passes here); a failure of tracing itself
+    never reaches the hop."""
+    if not tracing_active():
+        return _UNTRACED
+    return _traced(name, run_id, annotations)
+
+
 @contextlib.contextmanager
-def traced(name: str, run_id: str, **annotations: str | int) -> Iterator[None]:
-    """An X-Ray subsegment ``## longrun {name}`` around the block, when tracing is active;
-    a failure of tracing itself never reaches the hop."""
-    recorder = _recorder() if tracing_active() else None
+def _traced(name: str, run_id: str, annotations: dict[str, str | int]) -> Iterator[None]:
+    recorder = _recorder()
     subsegment = None
     if recorder is not None:
         try:

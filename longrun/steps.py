@@ -159,7 +159,7 @@ def _store_result(run: Run, path: str, scope: list[int], result: Any, attempts: 
             "value so that later hops can be given it.",
             path=f"run.steps[{path!r}]",
         )
-    data = json.dumps(result, separators=(",", ":"), allow_nan=False).encode()
+    data = _encode(result)
     record: dict[str, Any] = {"state": "done", "scope": scope, "attempts": attempts}
     if len(data) > INLINE_LIMIT and run._side is not None:
         digest = hashlib.sha256(f"{path}|{scope}".encode()).hexdigest()[:32]
@@ -169,6 +169,16 @@ def _store_result(run: Run, path: str, scope: list[int], result: Any, attempts: 
     else:
         record["result"] = result
     run._step_records[path] = record
+
+
+def _encode(result: Any) -> bytes:
+    """``result`` as JSON bytes (orjson when it takes it: a step is on the hot path)."""
+    try:
+        import orjson
+
+        return orjson.dumps(result)
+    except (ImportError, TypeError):
+        return json.dumps(result, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _stored_result(run: Run, path: str, record: dict[str, Any]) -> Any:

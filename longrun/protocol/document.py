@@ -150,7 +150,16 @@ class HopEntry:
     items: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {
+            "hop": self.hop,
+            "attempt": self.attempt,
+            "where": self.where,
+            "request_id": self.request_id,
+            "started_ms": self.started_ms,
+            "ended_ms": self.ended_ms,
+            "outcome": self.outcome,
+            "items": self.items,
+        }
 
 
 @dataclass(frozen=True)
@@ -292,8 +301,17 @@ class Checkpoint:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> Checkpoint:
-        """A copy with ``changes`` (the dataclass is frozen)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` (the dataclass is frozen). A shallow copy of the fields,
+        not ``dataclasses.replace``: that re-runs ``__init__`` over two dozen fields, and a
+        hop replaces its document at every write (``run.step`` writes once a step)."""
+        unknown = changes.keys() - _CHECKPOINT_FIELDS
+        if unknown:
+            raise TypeError(f"Checkpoint has no field {sorted(unknown)[0]!r}")
+        copy = object.__new__(Checkpoint)
+        fields = copy.__dict__
+        fields.update(self.__dict__)
+        fields.update(changes)
+        return copy
 
     @property
     def last_hop(self) -> HopEntry | None:
@@ -340,3 +358,6 @@ class Checkpoint:
         for key, value in self.extra.items():
             doc.setdefault(key, value)
         return doc
+
+
+_CHECKPOINT_FIELDS = frozenset(f.name for f in dataclasses.fields(Checkpoint))

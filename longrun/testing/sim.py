@@ -191,7 +191,7 @@ class _SimHooks(ports.Clock, ports.Transport, ports.Observer):
 
     def after_write(self, run_id: str, what: str, document: Mapping[str, Any]) -> None:
         self.sim._run_id = run_id
-        self.sim._checkpoints.append(json.loads(json.dumps(document)))
+        self.sim._checkpoints.append(_copy(document))
 
     def on_run(self, run: Run, heartbeat: Callable[[], bool]) -> None:
         self.run = run
@@ -533,6 +533,17 @@ class LambdaSim:
             clock=self.clock,
             store=self._store_used,
         )
+
+
+def _copy(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of a written document (plain JSON), through orjson when it takes it."""
+    try:
+        import orjson
+
+        copied: dict[str, Any] = orjson.loads(orjson.dumps(document))
+        return copied
+    except (ImportError, TypeError):  # a stdlib-encoded part (an enum, a UUID): the slow way
+        return dict(json.loads(json.dumps(document, default=str)))
 
 
 def _store_choice(store: CheckpointStore | str) -> CheckpointStore | str:
