@@ -24,6 +24,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,8 @@ __all__ = [
     "send_callback",
     "wait_for_callback",
 ]
+
+log = logging.getLogger("longrun")
 
 TOKEN_PREFIX = "lrcb1."
 MAX_TOKEN = 2048
@@ -253,3 +256,9 @@ def _wake(store: CheckpointStore, run_id: str, path: str, ports: Any) -> None:
         raise LongrunError(f"run {run_id!r} names no function to wake; resume it by hand.")
     payload = json.dumps(make_envelope(run_id, checkpoint.hop + 1)).encode()
     ports.transport.invoke_async(checkpoint.function, payload, None, tenant_id=checkpoint.tenant_id)
+    schedule = wait.get("schedule")
+    if schedule:  # the timeout's wake-up is not needed now (best effort: it would be refused)
+        try:
+            ports.transport.cancel_wake(str(schedule))
+        except Exception as exc:
+            log.info("run %s: its timeout wake-up %s was left (%s)", run_id, schedule, exc)

@@ -93,6 +93,12 @@ class Transport:
 
         return schedule_wake(function, payload, at_ms, name=name)
 
+    def cancel_wake(self, name: str) -> None:
+        """Delete the pending wake-up ``name`` (no error if it is gone)."""
+        from .handoff.scheduler import delete_schedule
+
+        delete_schedule(name)
+
 
 class Observer:
     """Told about every checkpoint write and every claimed hop; may add latency or fail."""

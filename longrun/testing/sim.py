@@ -243,6 +243,17 @@ class _SimHooks(ports.Clock, ports.Transport, ports.Observer):
         )
         return name
 
+    def cancel_wake(self, name: str) -> None:
+        """A deleted schedule: its delivery leaves the queue."""
+        sim = self.sim
+        wanted = [s["payload"] for s in sim.schedules if s["name"] == name]
+        if wanted:
+            sim._queue = deque(
+                d
+                for d in sim._queue
+                if not (d.kind in ("wake", "timeout") and d.event == wanted[-1])
+            )
+
     def invoke_async(
         self, function: str, payload: bytes, client: Any, *, tenant_id: str | None = None
     ) -> None:

@@ -53,6 +53,8 @@ class Core:
     t0_ms: int = field(default_factory=now_ms)
     xray: XRayDaemon | None = None
     """The X-Ray daemon, once a function with active tracing is deployed."""
+    pending_wakes: set[str] = field(default_factory=set)
+    """Wake-up schedules made by waiting runs and not fired yet (the runs are not settled)."""
 
     @property
     def endpoint(self) -> InvokeEndpoint:

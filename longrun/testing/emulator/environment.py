@@ -11,6 +11,7 @@ from .core import Core
 from .fargate import FargateInMoto
 from .functions import LocalFunction, search_path
 from .helpers import REGION
+from .scheduler import ROLE_ARN
 
 
 class Environments:
@@ -68,6 +69,11 @@ class Environments:
             LAMBDA_TASK_ROOT=str(function.code_dir),
             _HANDLER=function.handler,
             TZ=":UTC",
+        )
+        # Waits longer than a hop make a wake-up schedule: in the emulator's moto, fired by it.
+        env.update(
+            LONGRUN_SCHEDULER_ROLE_ARN=ROLE_ARN,
+            AWS_ENDPOINT_URL_SCHEDULER=self._core.moto.url,
         )
         if function.tracing and self._core.xray is not None:
             env.update(

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,8 @@ class InvocationRunner:
         """The runtime processes alive now (busy or warm), by pid."""
         self._warm: dict[str, list[_Environment]] = {}
         """Idle environments that answered their last invocation, by function."""
+        self.on_answer: Callable[[Any], None] | None = None
+        """Told every answer a function gave (with the lock held): the wake-ups it made."""
 
     def processes(self) -> list[subprocess.Popen[bytes]]:
         """The runtime processes running now (call with the lock held)."""
@@ -342,6 +344,9 @@ class InvocationRunner:
                 response = (invocation.response or b"").decode("utf-8", "replace")
             record.response = response
             record.outcome, record.reason = _response_outcome(response)
+            if self.on_answer is not None:
+                with self._core.cond:
+                    self.on_answer(response)
         elif invocation.outcome == "error":
             error = invocation.error or {}
             record.outcome = "error"

@@ -33,6 +33,7 @@ from .invoker import Invoker
 from .moto_server import MotoServer
 from .records import InvocationRecord, Report
 from .reporter import Reporter
+from .scheduler import SchedulerFirer
 
 _T = TypeVar("_T")
 
@@ -129,12 +130,15 @@ class LocalLambda(StartStop):
         self._deployer = Deployer(core, self._fargate, environments)
         self._runner = InvocationRunner(core, environments, checkpoints)
         self._invoker = Invoker(core, self._runner)
+        self._scheduler = SchedulerFirer(core, self._invoker)
+        self._runner.on_answer = self._scheduler.note
         self._reporter = Reporter(core, self._invoker, self._fargate)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> LocalLambda:
         self._invoker.start()
+        self._core.spawn(self._scheduler.loop, "emulator-scheduler")
         return self
 
     def stop(self) -> None:

@@ -27,7 +27,7 @@ class Reporter:
             return self._settled_locked()
 
     def _settled_locked(self) -> bool:
-        return self._invoker.idle() and self._fargate.idle()
+        return self._invoker.idle() and self._fargate.idle() and not self._core.pending_wakes
 
     def wait(self, timeout: float = 120.0) -> Report:
         """Wait for the emulator to settle: see :meth:`LocalLambda.wait`."""
