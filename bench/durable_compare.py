@@ -103,15 +103,7 @@ def longrun_runner(checkpoint_each: bool) -> Callable[[int], float]:
                 run.checkpoint()
         return int(run.state["total"])
 
-    def run_once(n: int) -> float:
-        start = time.perf_counter()
-        outcome = LambdaSim(store="handler").run(handler, {"n": n}, timeout_s=TIMEOUT_S)
-        elapsed = time.perf_counter() - start
-        if outcome.status != "completed" or outcome.result != expected(n):
-            raise RuntimeError(f"longrun run went wrong:\n{outcome.summary()}")
-        return elapsed
-
-    return run_once
+    return _timed(handler)
 
 
 def steps_runner() -> Callable[[int], float]:
@@ -129,12 +121,19 @@ def steps_runner() -> Callable[[int], float]:
             run.state["total"] += run.step("item", item, i)
         return int(run.state["total"])
 
+    return _timed(handler)
+
+
+def _timed(handler: Callable[..., Any]) -> Callable[[int], float]:
+    """A function that runs ``handler`` once in a fresh simulator for ``n`` items and returns
+    its wall time (the result checked after the clock stops)."""
+
     def run_once(n: int) -> float:
         start = time.perf_counter()
         outcome = LambdaSim(store="handler").run(handler, {"n": n}, timeout_s=TIMEOUT_S)
         elapsed = time.perf_counter() - start
         if outcome.status != "completed" or outcome.result != expected(n):
-            raise RuntimeError(f"longrun steps run went wrong:\n{outcome.summary()}")
+            raise RuntimeError(f"longrun run went wrong:\n{outcome.summary()}")
         return elapsed
 
     return run_once
