@@ -50,7 +50,8 @@ from .protocol import (
     answer,
     decide_next,
 )
-from .run import Cancelled, EndHop, Run, SideObjects, Superseded, WaitHop
+from .run import Cancelled, EndHop, Run, Superseded, WaitHop
+from .run_waits import SideObjects
 from .stores.base import Loaded
 from .timing import NO_DEADLINE_MS, Timer
 

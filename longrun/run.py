@@ -12,18 +12,12 @@ from __future__ import annotations
 import contextvars
 import json
 import time
-from collections.abc import (
-    AsyncIterable,
-    AsyncIterator,
-    Callable,
-    Iterable,
-    Iterator,
-    Mapping,
-)
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar, overload
 
 from .errors import CursorKeyMissing, LongrunError, NotInRunError, shown
+from .run_waits import SideObjects, WaitsMixin
 from .timing import CHECK_INTERVAL_S, TICKER, Timer
 
 __all__ = ["CHECK_INTERVAL_S", "EndHop", "Run", "current_run"]
@@ -68,14 +62,6 @@ class WaitHop(EndHop):
         self.until_ms = until_ms
         self.kind = kind
         self.name = name
-
-
-class SideObjects:
-    """Where large step results go: the run's store (``put``/``read`` of a named object)."""
-
-    def __init__(self, put: Callable[[str, bytes], None], read: Callable[[str], bytes | None]):
-        self.put = put
-        self.read = read
 
 
 class Superseded(_Control):
@@ -137,7 +123,7 @@ class _Loop:
         return entry
 
 
-class Run:
+class Run(WaitsMixin):
     """One run of a long job, as seen from inside one hop.
 
     Attributes: ``id``, ``hop`` (0 for the first invocation), ``event`` (the original event,
@@ -233,71 +219,6 @@ class Run:
         self._freeze_cursors()
         self.signal = EndHop(reason)
         raise self.signal
-
-    # -- steps and waits (longrun.steps) ---------------------------------------------------------
-
-    def step(
-        self,
-        name: str,
-        fn: Callable[..., T],
-        *args: Any,
-        retry: Any = None,
-        at_most_once: bool = False,
-        **kwargs: Any,
-    ) -> T:
-        """Run ``fn(*args, **kwargs)`` once for the whole run and return its result: a later
-        hop gets the stored result without calling ``fn``. ``retry``: a ``longrun.Retry``
-        (a backoff longer than the hop has left ends the hop; the run is woken after it).
-        ``at_most_once``: a call interrupted midway is not made again; the next
-        ``run.step`` of that name raises ``StepInterrupted``."""
-        from .steps import step
-
-        result: T = step(self, name, fn, args, kwargs, retry=retry, at_most_once=at_most_once)
-        return result
-
-    def sleep(self, seconds: float, *, name: str) -> None:
-        """Sleep ``seconds`` once for the whole run: in the process when it fits in this hop
-        (less the margin), else the hop ends and the run is woken after it, with no compute
-        in between. A finished sleep is never slept again."""
-        from .steps import sleep_until
-
-        if not (isinstance(seconds, (int, float)) and seconds >= 0):
-            raise LongrunError(f"run.sleep({shown(seconds)}): give a number of seconds >= 0.")
-        sleep_until(self, name, None, float(seconds))
-
-    def sleep_until(self, when: Any, *, name: str) -> None:
-        """Sleep until ``when`` (an aware ``datetime`` or epoch seconds), as ``sleep`` does."""
-        from .steps import epoch_ms, sleep_until
-
-        sleep_until(self, name, epoch_ms(when), None)
-
-    def callback(self, name: str, *, timeout_s: float | None = None) -> str:
-        """A token for an outside system to answer (``longrun.send_callback``); the same token
-        on every hop. ``timeout_s``: after it, ``wait_for_callback`` raises CallbackTimeout."""
-        from .callbacks import callback
-
-        return callback(self, name, timeout_s)
-
-    def wait_for_callback(self, name: str) -> Any:
-        """The answer's payload if it has arrived; otherwise the hop ends and the run waits
-        for it with no compute (CallbackTimeout after the timeout, CallbackFailed for a
-        failure answer)."""
-        from .callbacks import wait_for_callback
-
-        return wait_for_callback(self, name)
-
-    def wait_until_ms(self, until_ms: int | None, *, kind: str, name: str) -> NoReturn:
-        """End this hop waiting until ``until_ms`` (epoch ms; ``None``: until an answer):
-        checkpointed ``waiting``, woken then by a one-time schedule."""
-        if self.signal is not None:
-            raise self.signal
-        self._freeze_cursors()
-        self.signal = WaitHop(until_ms, kind, name)
-        raise self.signal
-
-    def step_records(self) -> dict[str, dict[str, Any]]:
-        """The step and sleep records as they would be saved now."""
-        return self._step_records
 
     def _past_run_deadline(self, now: float) -> bool:
         return self._run_deadline is not None and now >= self._run_deadline
