@@ -163,11 +163,20 @@ def _result(record: dict[str, Any], name: str) -> Any:
 def _read_answer(run: Run, path: str) -> dict[str, Any] | None:
     if run._side is None:
         return None
-    data = run._side.read(_answer_name(run.id, path))
+    name = _answer_name(run.id, path)
+    data = run._side.read(name)
     if data is None:
         return None
-    answer = json.loads(data)
-    return answer if isinstance(answer, dict) else None
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or ("ok" not in answer and "timeout" not in answer):
+        raise LongrunError(
+            f"the answer of callback {path!r} ({name} in the store) is not one longrun wrote "
+            f"({shown(data[:80])}): edited by hand? Delete it and answer again."
+        )
+    return answer
 
 
 def answer_arrived(run: Run, path: str) -> bool:

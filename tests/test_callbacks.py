@@ -197,3 +197,16 @@ def test_longrun_callback_command_records_and_wakes_through_the_invoke_api(
         assert again.returncode == 0 and "already recorded" in again.stdout
         other = cli("callback", tokens[0], "--fail", "no")
         assert other.returncode == 2 and "already answered differently" in other.stderr
+
+
+def test_a_hand_edited_answer_is_refused_naming_the_object(tmp_path: Path) -> None:
+    from longrun.callbacks import _answer_name
+
+    store = FileStore(tmp_path)
+    sim = LambdaSim(store="handler")
+    sim.run(approval_job(store, Counter(), []), {"id": "h"})
+    store.put_object(_answer_name("h", "approval"), b"not json at all")  # by hand
+    outcome = sim.resume()  # the timeout's wake-up finds it
+    assert outcome.status == "failed"
+    assert "is not one longrun wrote" in str(outcome.invocations[-1].error)
+    assert store.status("h")["steps"]["report"]["result"] == "report-1"  # nothing lost
