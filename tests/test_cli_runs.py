@@ -159,9 +159,7 @@ def test_watch_follows_a_live_multi_hop_run_in_a_terminal(
     longrun_local: LocalLambda, tmp_path: Path
 ) -> None:
     uri = f"file://{tmp_path / 'store'}"
-    fn = longrun_local.deploy(
-        APP, name="watched", timeout_s=1.6, store=uri, escalate=False, env={}
-    )
+    fn = longrun_local.deploy(APP, name="watched", timeout_s=1.6, store=uri, escalate=False, env={})
     longrun_local.invoke(fn, {"job": "w-1", "items": 40, "work_s": 0.1})
     master, slave = pty.openpty()
     watcher = subprocess.Popen(
@@ -218,9 +216,7 @@ def test_gc_deletes_old_settled_runs_next_to_a_live_one(
     root = tmp_path / "store"
     uri = f"file://{root}"
     make_runs(FileStore(root))  # settled r-0, r-1, r-2 and a stranded live r-3
-    fn = longrun_local.deploy(
-        APP, name="gc-live", timeout_s=1.6, store=uri, escalate=False, env={}
-    )
+    fn = longrun_local.deploy(APP, name="gc-live", timeout_s=1.6, store=uri, escalate=False, env={})
     longrun_local.invoke(fn, {"job": "live", "items": 30, "work_s": 0.1})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and get_run_or_none("live", uri) is None:
