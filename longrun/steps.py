@@ -18,10 +18,11 @@ compute in between. A retry backoff longer than the time left waits the same way
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -102,7 +103,66 @@ def step(
     retry: Retry | None,
     at_most_once: bool,
 ) -> Any:
-    """``run.step``: see the module docstring."""
+    """``run.step``: see the module docstring. For a coroutine function, the result is a
+    coroutine to await (``await run.step("fetch", fetch_async, url)``)."""
+    flow = _flow(run, name, fn, retry, at_most_once)
+    if inspect.iscoroutinefunction(fn):
+        return _adrive(flow, fn, args, kwargs)
+    return _drive(flow, fn, args, kwargs)
+
+
+_Op = tuple[str, float]
+"""What the step's flow asks its driver for: ``("call", 0)`` or ``("sleep", seconds)``."""
+
+
+def _drive(
+    flow: Generator[_Op, Any, Any], fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any
+) -> Any:
+    try:
+        op = next(flow)
+        while True:
+            if op[0] == "sleep":
+                time.sleep(op[1])
+                op = flow.send(None)
+                continue
+            try:
+                value = fn(*args, **kwargs)
+            except BaseException as exc:
+                op = flow.throw(exc)
+            else:
+                op = flow.send(value)
+    except StopIteration as stop:
+        return stop.value
+
+
+async def _adrive(
+    flow: Generator[_Op, Any, Any], fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any
+) -> Any:
+    import asyncio
+
+    try:
+        op = next(flow)
+        while True:
+            if op[0] == "sleep":
+                await asyncio.sleep(op[1])
+                op = flow.send(None)
+                continue
+            try:
+                value = await fn(*args, **kwargs)
+            except BaseException as exc:
+                op = flow.throw(exc)
+            else:
+                op = flow.send(value)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _flow(
+    run: Run, name: str, fn: Callable[..., Any], retry: Retry | None, at_most_once: bool
+) -> Generator[_Op, Any, Any]:
+    """A step's logic, whatever calls its function: yields ``("call", 0)`` to get the
+    function's result (or its exception thrown in), ``("sleep", s)`` for a backoff that fits
+    in the hop; returns the step's result."""
     if run.signal is not None:
         raise run.signal
     if not callable(fn):
@@ -123,7 +183,7 @@ def step(
         attempts = int(record.get("attempts", 1))
     elif record is not None and record["state"] == "retrying":
         attempts = int(record.get("attempts", 1))
-        _wait_until(run, path, scope, record, int(record.get("until_ms") or 0), "retry")
+        yield from _wait(run, path, record, int(record.get("until_ms") or 0), "retry")
     policy = retry or Retry(attempts=1)
     while True:
         attempts += 1
@@ -131,7 +191,7 @@ def step(
             run._step_records[path] = {"state": "started", "scope": scope, "attempts": attempts}
             run.checkpoint()
         try:
-            result = fn(*args, **kwargs)
+            result = yield ("call", 0.0)
         except policy.on as exc:
             if attempts >= policy.attempts:
                 raise
@@ -144,7 +204,7 @@ def step(
                 "error": f"{type(exc).__name__}: {str(exc)[:200]}",
             }
             run._step_records[path] = record
-            _wait_until(run, path, scope, record, until_ms, "retry")
+            yield from _wait(run, path, record, until_ms, "retry")
             continue
         _store_result(run, path, scope, result, attempts)
         run.checkpoint()
@@ -205,21 +265,22 @@ def sleep_until(run: Run, name: str, when_ms: int | None, seconds: float | None)
         until_ms = when_ms if when_ms is not None else run._wall_ms() + int((seconds or 0) * 1000)
         record = {"state": "sleeping", "scope": scope, "until_ms": until_ms}
         run._step_records[path] = record
-    _wait_until(run, path, scope, record, int(record["until_ms"]), "sleep")
+    for _, seconds in _wait(run, path, record, int(record["until_ms"]), "sleep"):
+        time.sleep(seconds)
     run._step_records[path] = {"state": "done", "scope": scope, "until_ms": record["until_ms"]}
     run.checkpoint()
 
 
-def _wait_until(
-    run: Run, path: str, scope: list[int], record: dict[str, Any], until_ms: int, kind: str
-) -> None:
-    """Wait until ``until_ms``: in the process if it fits in the hop (less the margin),
-    else end the hop waiting, to be woken at that time."""
+def _wait(
+    run: Run, path: str, record: dict[str, Any], until_ms: int, kind: str
+) -> Generator[_Op, Any, None]:
+    """Wait until ``until_ms``: in the process (a ``sleep`` for the driver) if it fits in the
+    hop (less the margin), else end the hop waiting, to be woken at that time."""
     left_ms = until_ms - run._wall_ms()
     if left_ms <= 0:
         return
     if left_ms + run.margin_ms() < run.remaining_ms():
-        time.sleep(left_ms / 1000)
+        yield ("sleep", left_ms / 1000)
         return
     run._step_records[path] = record
     run.wait_until_ms(until_ms, kind=kind, name=path)

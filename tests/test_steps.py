@@ -396,3 +396,47 @@ def test_status_shows_the_wait_and_cancel_deletes_the_wake_up(
     names = [s["Name"] for s in scheduler.list_schedules()["Schedules"]]
     assert "longrun-to-cancel-1" not in names
     assert store.status("to-cancel")["status"] == "cancelled"
+
+
+def test_an_async_handler_awaits_steps_of_coroutine_functions() -> None:
+    """``await run.step(...)`` with a coroutine function: stored once, retried with
+    ``asyncio.sleep`` (virtual in the simulator), the stored result on later hops."""
+    import asyncio
+
+    calls: Counter[str] = Counter()
+    sim = LambdaSim()
+    tries: list[float] = []
+
+    async def fetch(i: int) -> int:
+        calls[f"fetch-{i}"] += 1
+        await asyncio.sleep(0)
+        return i * 10
+
+    async def flaky() -> str:
+        tries.append(sim.clock.now)
+        if len(tries) < 3:
+            raise ConnectionError("again")
+        return "ok"
+
+    @longrun(checkpoint=MemoryStore(), min_margin_ms=1000)
+    async def handler(event: Any, context: Any) -> dict[str, Any]:
+        run = current_run()
+        total = run.state.setdefault("total", 0)
+        async for i in run.iterate(_arange(8)):
+            run.state["total"] = total = total + await run.step("fetch", fetch, i)
+            await asyncio.sleep(2.0)  # virtual: a few items a hop
+        flaky_result = await run.step(
+            "flaky", flaky, retry=Retry(attempts=4, backoff_s=3.0, jitter=False)
+        )
+        return {"total": total, "flaky": flaky_result}
+
+    outcome = sim.run(handler, {}, timeout_s=7.0)
+    assert outcome.status == "completed"
+    assert outcome.result == {"total": sum(i * 10 for i in range(8)), "flaky": "ok"}
+    assert len(outcome.hops) >= 3 and set(calls.values()) == {1} and len(calls) == 8
+    assert [round(b - a, 3) for a, b in itertools.pairwise(tries)] == [3.0, 6.0]
+
+
+async def _arange(n: int) -> Any:
+    for i in range(n):
+        yield i
