@@ -45,7 +45,6 @@ from .protocol import (
     ErrorRecord,
     Escalation,
     HopEntry,
-    Notice,
     Status,
     answer,
     decide_next,
@@ -203,7 +202,8 @@ class ClaimedHop:
             cursors={path: _cursor(c) for path, c in run.cursors().items()},
             timing=run._timer.carry(),
             hops=tuple(hops),
-            steps={path: dict(record) for path, record in run.step_records().items()},
+            # records are replaced, never changed in place: a shallow copy is a snapshot
+            steps=dict(run.step_records()),
             **changes,
         )
 
@@ -447,16 +447,11 @@ class ClaimedHop:
         target = self.caller.notify
         if target is None:
             return {}
-        run = self.run
-        now = self.clock.wall_ms()
-        notice = Notice(
-            id=f"{run.id}:{status.value}:{run.hop}",
-            status=status.value,
-            target=f"{target.kind}:{target.address}",
-            state="sending",
-            attempts=1,
-            by=self.caller.request_id,
-            until_ms=self.caller.claim(now).deadline_ms,
+        from .notify import notice_for
+
+        deadline = self.caller.claim(self.clock.wall_ms()).deadline_ms
+        notice = notice_for(
+            self.run.id, self.run.hop, status, target, by=self.caller.request_id, until_ms=deadline
         )
         return {"notice": notice}
 

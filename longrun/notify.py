@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import LongrunConfigError, NotificationFailed
+from .errors import CheckpointConflict, LongrunConfigError, NotificationFailed, StoreError
 from .protocol import Checkpoint, Notice, Status
 
 if TYPE_CHECKING:
@@ -120,16 +120,16 @@ def target_of(value: object) -> Target:
 
 
 def notice_for(
-    checkpoint: Checkpoint, target: Target, *, by: str, until_ms: int | None, attempts: int = 1
+    run_id: str, hop: int, status: Status, target: Target, *, by: str, until_ms: int | None
 ) -> Notice:
-    """A notice held by ``by`` for ``checkpoint`` as it settles (same write)."""
-    status = checkpoint.status.value
+    """The notice of run ``run_id`` settling with ``status`` at ``hop``, held by ``by`` until
+    ``until_ms``: written in the same write as the settling."""
     return Notice(
-        id=f"{checkpoint.run_id}:{status}:{checkpoint.hop}",
-        status=status,
+        id=f"{run_id}:{status.value}:{hop}",
+        status=status.value,
         target=f"{target.kind}:{target.address}",
         state="sending",
-        attempts=attempts,
+        attempts=1,
         by=by,
         until_ms=until_ms,
     )
@@ -187,8 +187,6 @@ def deliver(writer: Writer, target: Target, now_ms: int) -> None:
 
     A lost race on either record is left alone: the notification went (or failed) as said,
     and only the record of it is someone else's now."""
-    from .errors import CheckpointConflict, StoreError
-
     stored = writer.stored()
     notice = stored.notice
     if notice is None:
