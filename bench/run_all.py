@@ -209,6 +209,50 @@ def figure5(quick: bool) -> list[dict[str, Any]]:
     ]
 
 
+def figure9(quick: bool) -> list[dict[str, Any]]:
+    args = [sys.executable, str(HERE / "fanout_compare.py")]
+    args += ["--sizes", "1000", "--repeat", "1"] if quick else ["--sizes", "1000,10000"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    last = json.loads(out.stdout.strip().splitlines()[-1])
+    results = []
+    for r in last["rows"]:
+        cond = (
+            f"Python {last['python']}; {r['n']} items at max_concurrency {r['concurrency']}; "
+            "longrun run.map in LambdaSim (MemoryStore counting bytes written: checkpoints, "
+            "items, join record, index markers); SDK context.map in DurableFunctionTestRunner "
+            "(bytes: JSON of the operation updates checkpointed); fresh harness per run, "
+            f"sides alternated, median of {r['repeat']}"
+        )
+        if last["sdk_skipped"]:
+            cond += f"; SDK side skipped: {last['sdk_skipped']}"
+        results.append(
+            entry(
+                9,
+                f"fanout_join_seconds[N={r['n']}]",
+                r["longrun_s"],
+                "s",
+                cond,
+                sdk_s=r.get("sdk_s"),
+                time_ratio_sdk_over_longrun=r.get("time_ratio_sdk_over_longrun"),
+            )
+        )
+        results.append(
+            entry(
+                9,
+                f"fanout_join_bytes_per_item[N={r['n']}]",
+                r["longrun_bytes_per_item"],
+                "B/item",
+                cond,
+                longrun_bytes=r["longrun_bytes"],
+                longrun_writes=r["longrun_writes"],
+                sdk_bytes_per_item=r.get("sdk_bytes_per_item"),
+                sdk_bytes=r.get("sdk_bytes"),
+                sdk_checkpoints=r.get("sdk_checkpoints"),
+            )
+        )
+    return results
+
+
 def figure6(quick: bool) -> list[dict[str, Any]]:
     repeat = 5 if quick else 9
     r = cold_start.run_all(repeat)
@@ -336,6 +380,7 @@ def main() -> None:
     results += figure6(args.quick)
     results += figure7(args.quick)
     results += figure8(args.quick)
+    results += figure9(args.quick)
     machine = f"{platform.python_version()} on {platform.machine()}, {platform.system()}"
     document = {
         "machine": machine,

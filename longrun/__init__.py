@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         fail_callback,
         send_callback,
     )
+    from .fanout import MapFailed, MapResults
     from .status import RunInfo, RunSummary, find_runs, get_run
     from .steps import Retry
     from .stores.file import FileStore
@@ -69,6 +70,10 @@ def __getattr__(name: str) -> Any:
         from .steps import Retry
 
         return Retry
+    if name in ("MapFailed", "MapResults"):  # on first use: only runs that fan out
+        from . import fanout
+
+        return getattr(fanout, name)
     if name in _CALLBACKS:  # on first use: only runs with callbacks need them
         from . import callbacks
 
@@ -106,6 +111,8 @@ __all__ = [
     "InvalidRunId",
     "LongrunConfigError",
     "LongrunError",
+    "MapFailed",
+    "MapResults",
     "MemoryStore",
     "NoProgressError",
     "NotInRunError",

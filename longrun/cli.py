@@ -223,6 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--since", help="only runs started this long ago or later: 1h, 30d")
     listing.add_argument("--limit", type=int, help="at most this many runs (the newest)")
+    listing.add_argument("--parent", metavar="RUN_ID", help="only the child runs of run.map")
     status = commands.add_parser(
         "status", help="a run: its event, hops, loops, result or error", parents=[common]
     )
@@ -287,13 +288,16 @@ def _list(store: CheckpointStore, args: argparse.Namespace, as_json: bool) -> in
         raise LongrunConfigError(f"--limit {args.limit}: give a positive number of runs.")
     now = _now_ms()
     since = None if args.since is None else now - int(parse_duration(args.since, "--since") * 1000)
-    runs = find_runs(store, status=statuses, since_ms=since, limit=args.limit)
+    if args.parent is not None and store.load(args.parent) is None:
+        raise RunNotFound(f"no run {args.parent!r} in {store.describe()} (--parent).")
+    runs = find_runs(store, status=statuses, since_ms=since, limit=args.limit, parent=args.parent)
     if as_json:
         print(json.dumps([summary_json(r) for r in runs], indent=2))
     elif runs:
         print(run_table(runs, now))
     else:
-        print(f"no runs in {store.describe()}" + (" that match" if statuses or since else ""))
+        matching = statuses or since or args.parent
+        print(f"no runs in {store.describe()}" + (" that match" if matching else ""))
     return 0
 
 
@@ -309,9 +313,18 @@ def _status(store: CheckpointStore, args: argparse.Namespace, as_json: bool) -> 
     if args.full:
         print(json.dumps(loaded.document, indent=2))
     elif as_json:
-        print(json.dumps(_summary(loaded.document), indent=2))
+        from .fanout import children_counts
+
+        summary = _summary(loaded.document)
+        children = children_counts(store, loaded.checkpoint)
+        if children:
+            summary["children"] = children
+        print(json.dumps(summary, indent=2))
     else:
-        print(status_text(loaded.checkpoint, loaded.size, _now_ms()))
+        from .fanout import children_counts
+
+        children = children_counts(store, loaded.checkpoint)
+        print(status_text(loaded.checkpoint, loaded.size, _now_ms(), children))
     return 0
 
 

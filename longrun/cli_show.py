@@ -106,7 +106,12 @@ def _loops(checkpoint: Checkpoint) -> list[str]:
     return lines
 
 
-def status_text(checkpoint: Checkpoint, size: int, now_ms: int) -> str:
+def status_text(
+    checkpoint: Checkpoint,
+    size: int,
+    now_ms: int,
+    children: Sequence[dict[str, Any]] = (),
+) -> str:
     """``longrun status``: the run for people to read."""
     info = RunInfo.of(checkpoint)
     where = f" in {info.where}" if info.where else ""
@@ -149,9 +154,20 @@ def status_text(checkpoint: Checkpoint, size: int, now_ms: int) -> str:
     if wait is not None and checkpoint.status.value == "waiting":
         until = wait.get("until_ms")
         left = f" (in {span((until - now_ms) / 1000)})" if until and until > now_ms else ""
+        if until is None:  # no schedule: woken by an answer, or by the last child to finish
+            woken = "its last child to finish" if wait.get("kind") == "map" else "the answer"
+            lines.append(f"waiting   {wait.get('kind')} {wait.get('name')!r}, woken by {woken}")
+        else:
+            lines.append(
+                f"waiting   {wait.get('kind')} {wait.get('name')!r} until {when(until)} UTC"
+                f"{left}, woken by schedule {wait.get('schedule')}"
+            )
+    for counts in children:
+        stopped = ", map cancelled" if counts["cancelled"] else ""
         lines.append(
-            f"waiting   {wait.get('kind')} {wait.get('name')!r} until {when(until)} UTC{left}, "
-            f"woken by schedule {wait.get('schedule')}"
+            f"children  {counts['children']} ({counts['completed']} completed, "
+            f"{counts['failed']} failed, {counts['running']} running, {counts['pending']} "
+            f"pending{stopped}): longrun list --parent {checkpoint.run_id}"
         )
     if checkpoint.steps:
         done = sum(1 for r in checkpoint.steps.values() if r.get("state") == "done")

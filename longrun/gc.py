@@ -8,7 +8,9 @@ read before anything is deleted, and only what it says counts:
 - a ``failed`` run could still be resumed (``longrun resume``, Lambda's retry): it is first
   marked ``cancelled`` with a fenced write, so that a resume racing with gc either wins (gc
   leaves the run alone) or finds it cancelled (and does nothing);
-- anything else is live, and is left alone; so is a checkpoint that cannot be read.
+- anything else is live, and is left alone; so is a checkpoint that cannot be read;
+- a ``run.map`` child whose parent run is not settled is left alone: the parent reads its
+  result from it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,19 @@ def collect_garbage(
     ``now_ms``."""
     cutoff = now_ms - int(older_than_s * 1000)
     done = Collected(dry_run=dry_run, cutoff_ms=cutoff)
+    parents: dict[str, str | None] = {}
+
+    def parent_live(parent_id: str) -> str | None:
+        """Why the parent keeps its children (it is not settled), or ``None``."""
+        if parent_id not in parents:
+            try:
+                found = store.load(parent_id)
+            except CheckpointCorrupt:
+                found = None
+            status = None if found is None else found.checkpoint.status
+            parents[parent_id] = None if status is None or status.settled else status.value
+        return parents[parent_id]
+
     for run_id, marker in sorted(newest(store.markers()).items()):
         # A live marker holds the start only: a run started before the cutoff is looked at.
         if (marker.started_ms if marker.live else marker.updated_ms) >= cutoff:
@@ -64,6 +79,10 @@ def collect_garbage(
             continue
         if checkpoint.updated_ms >= cutoff:
             continue  # its index was behind: it settled recently
+        parent = None if checkpoint.parent is None else str(checkpoint.parent.get("run"))
+        if parent is not None and parent_live(parent):
+            done.kept[run_id] = f"a child of run {parent}, which is {parent_live(parent)}"
+            continue
         if dry_run:
             done.deleted.append(run_id)
             continue

@@ -106,7 +106,13 @@ class ClaimedHop:
             initial_state=functools.partial(_stored_state, writer.loaded.data),
             steps=checkpoint.steps,
             wall_ms=self.clock.wall_ms,
-            side=SideObjects(caller.store.put_object, caller.store.read_object),
+            side=SideObjects(
+                caller.store.put_object,
+                caller.store.read_object,
+                store=caller.store,
+                function=caller.function,
+                tenant_id=checkpoint.tenant_id or caller.tenant_id,
+            ),
         )
 
     def ended(self, exc: BaseException) -> Response:
@@ -384,6 +390,11 @@ class ClaimedHop:
 
             if answer_arrived(run, signal.name):  # answered while this hop was going waiting
                 self.caller.send(run.id, next_hop, tenant_id=tenant)
+        elif signal.kind == "map":
+            from .fanout import join_complete
+
+            if join_complete(run, signal.name):  # the children finished meanwhile
+                self.caller.send(run.id, next_hop, tenant_id=tenant)
         log.info("run %s hop %d: waiting (%s %s) until %s", run.id, run.hop, signal.kind,
                  signal.name, signal.until_ms)  # fmt: skip
         return answer(run.id, Status.WAITING, run.hop, until_ms=signal.until_ms, wake=name)
@@ -439,7 +450,28 @@ class ClaimedHop:
             return self.stopped(signal)
         log.info("run %s completed at hop %d", run.id, run.hop)
         self._send_notice()
+        self._join()
         return result
+
+    def _join(self) -> None:
+        """A child run of ``run.map`` that settled joins its parent (see ``longrun.fanout``).
+        If that fails, the invocation fails without recording anything more: Lambda's retry
+        finds the run settled and its join owed, and joins it."""
+        checkpoint = self.writer.loaded.checkpoint
+        if checkpoint.parent is None:
+            return
+        from .fanout import join_child
+
+        try:
+            join_child(self.caller.store, checkpoint)
+        except Exception as exc:
+            error = LongrunError(
+                f"run {checkpoint.run_id} settled, but joining its parent run "
+                f"{checkpoint.parent.get('run')} failed: {exc}. A retry of this invocation "
+                "joins it."
+            )
+            error.recorded = True
+            raise error from exc
 
     def _notice(self, status: Status) -> dict[str, Any]:
         """``{"notice": ...}`` for the write that settles the run with ``status`` (held by
@@ -502,6 +534,9 @@ class ClaimedHop:
         """Record the failure. A failure for good (terminal, or where no platform retry
         follows: a Fargate task, a local run) is notified with ``on_complete``; a failure
         of the notification is logged, the original error is what the hop raises."""
+        parent = self.writer.loaded.checkpoint.parent
+        if parent is not None and not terminal and self._last_child_attempt():
+            terminal = True  # a run.map child: Lambda retries no more, its join counts it
         final = terminal or self.caller.where != "lambda"
         notice = self._notice(Status.FAILED) if final else {}
         with self.writer.lock:
@@ -516,12 +551,25 @@ class ClaimedHop:
                 # overwrite the stored checkpoint with progress it never saved.
                 checkpoint = failed(self.writer.stored(), exc, terminal, now, self.hop_index)
             self._write("fail", checkpoint.replace(**notice))
+        if checkpoint.parent is not None:
+            try:
+                self._join()
+            except LongrunError as join_exc:
+                log.error("run %s: %s", self.run.id, join_exc)
         if notice:
             try:
                 self._send_notice()
             except NotificationFailed as notify_exc:
                 log.error("run %s: %s (a retry of this invocation sends it)", self.run.id,
                           notify_exc)  # fmt: skip
+
+    def _last_child_attempt(self) -> bool:
+        """Whether this is the ``LONGRUN_CHILD_ATTEMPTS``-th attempt at this hop."""
+        from .fanout import child_attempts
+
+        hops = self.writer.loaded.checkpoint.hops
+        entry = hops[self.hop_index] if self.hop_index < len(hops) else None
+        return entry is not None and entry.attempt >= child_attempts()
 
     def _fail(
         self,

@@ -80,7 +80,12 @@ class Invocation(Caller):
     def begin(self) -> Response | ClaimedHop:
         """Claim the run and return the claimed hop, or the answer to give instead."""
         envelope = parse_envelope(self.event)
-        hop = self._begin_new() if envelope is None else self._begin_hop(envelope)
+        if envelope is not None:
+            hop = self._begin_hop(envelope)
+        elif isinstance(self.event, dict) and "longrun_child" in self.event:
+            hop = self._begin_child()
+        else:
+            hop = self._begin_new()
         if isinstance(hop, ClaimedHop):
             try:
                 hop.start()
@@ -105,8 +110,30 @@ class Invocation(Caller):
             ) from exc
         return validate_run_id(raw, source="run_id(event)")
 
-    def _begin_new(self) -> Response | ClaimedHop:
-        run_id = self._new_run_id()
+    def _begin_child(self) -> Response | ClaimedHop:
+        """A child run of ``run.map``: its id derives from its parent's and its index, its
+        event is its item (read from the parent's side objects)."""
+        from .fanout import child_item, child_run_id, parse_child_event
+
+        parsed = parse_child_event(self.event)
+        assert parsed is not None
+        parent_id, digest, index = parsed
+        run_id = child_run_id(parent_id, digest, index)
+        existing = self.store.load(run_id)
+        if existing is not None:  # a duplicate start, a retry, or a cancelled child
+            return self._claim_new_again(existing)
+        item = child_item(self.store, parent_id, digest, index)
+        parent = {"run": parent_id, "map": digest, "index": index}
+        return self._begin_new(run_id, item, parent)
+
+    def _begin_new(
+        self,
+        run_id: str | None = None,
+        event: Any = None,
+        parent: dict[str, Any] | None = None,
+    ) -> Response | ClaimedHop:
+        if run_id is None:
+            run_id, event = self._new_run_id(), self.event
         now = self.clock.wall_ms()
         checkpoint = Checkpoint(
             run_id=run_id,
@@ -114,7 +141,7 @@ class Invocation(Caller):
             hop=0,
             created_ms=now,
             updated_ms=now,
-            event=self.event,
+            event=event,
             state={},
             cursors={},
             hops=(self.hop_entry(0, 1, now),),
@@ -122,6 +149,7 @@ class Invocation(Caller):
             function=self.function,
             claim=self.claim(now),
             tenant_id=self.tenant_id,
+            parent=parent,
         )
         try:
             writer = Writer.create(self.store, self.ports, checkpoint)
@@ -130,13 +158,28 @@ class Invocation(Caller):
                 existing = self.store.load(run_id)
             if existing is None:  # deleted in between: a rare race, let Lambda retry
                 raise
-            if decide_new_run(existing.checkpoint, self.request_id) is Act.CLAIM:
-                return self._claim_existing(existing, 0)
-            found = existing.checkpoint
-            extra = {"result": found.result} if found.status is Status.COMPLETED else {}
-            log.info("run %s already exists (status %s): not started again", run_id, found.status)
-            return answer(run_id, found.status, found.hop, existing=True, **extra)
+            return self._claim_new_again(existing)
         return ClaimedHop(self, writer, hop_index=0)
+
+    def _claim_new_again(self, existing: Loaded) -> Response | ClaimedHop:
+        """A first invocation found its run id taken: claim its own retry, else answer with
+        the run as it is (a settled child run joins its parent if it has not yet)."""
+        found = existing.checkpoint
+        run_id = found.run_id
+        if decide_new_run(found, self.request_id) is Act.CLAIM:
+            return self._claim_existing(existing, 0)
+        self._join_owed(found)
+        extra = {"result": found.result} if found.status is Status.COMPLETED else {}
+        log.info("run %s already exists (status %s): not started again", run_id, found.status)
+        return answer(run_id, found.status, found.hop, existing=True, **extra)
+
+    def _join_owed(self, checkpoint: Checkpoint) -> None:
+        """A settled child run whose delivery came again joins its parent if it has not (its
+        last invocation died before it did): see ``longrun.fanout``."""
+        if checkpoint.parent is not None:
+            from .fanout import join_child
+
+            join_child(self.store, checkpoint)
 
     def _begin_hop(self, envelope: Envelope) -> Response | ClaimedHop:
         with traced("checkpoint load", envelope.run_id, hop=envelope.hop):
@@ -159,6 +202,8 @@ class Invocation(Caller):
         action = decision.action
         if action in (Act.DUPLICATE, Act.TERMINAL) and self.notify is not None:
             self._owed_notice(loaded, now)
+        if action in (Act.DUPLICATE, Act.TERMINAL, Act.CANCELLED):
+            self._join_owed(checkpoint)
         if action is Act.CANCELLED:
             return answer(run_id, Status.CANCELLED, hop)
         if action is Act.DUPLICATE:

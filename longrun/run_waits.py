@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 from .errors import LongrunError, shown
 
 if TYPE_CHECKING:
+    from .fanout import MapResults
     from .run import Run
+    from .stores.base import CheckpointStore
 
 __all__ = ["SideObjects", "WaitsMixin"]
 
@@ -17,11 +19,23 @@ T = TypeVar("T")
 
 
 class SideObjects:
-    """Where large step results go: the run's store (``put``/``read`` of a named object)."""
+    """Where large step results go: the run's store (``put``/``read`` of a named object);
+    for ``run.map``, the store itself and the function and tenant that invoke children."""
 
-    def __init__(self, put: Callable[[str, bytes], None], read: Callable[[str], bytes | None]):
+    def __init__(
+        self,
+        put: Callable[[str, bytes], None],
+        read: Callable[[str], bytes | None],
+        *,
+        store: CheckpointStore | None = None,
+        function: str | None = None,
+        tenant_id: str | None = None,
+    ):
         self.put = put
         self.read = read
+        self.store = store
+        self.function = function
+        self.tenant_id = tenant_id
 
 
 class WaitsMixin:
@@ -77,6 +91,33 @@ class WaitsMixin:
         from .callbacks import wait_for_callback
 
         return wait_for_callback(_run(self), name)
+
+    def map(
+        self,
+        name: str,
+        items: Iterable[Any],
+        *,
+        max_concurrency: int = 10,
+        tolerated_failures: int | None = None,
+        tolerated_failure_ratio: float | None = None,
+        function: str | None = None,
+    ) -> MapResults:
+        """Run each item as the event of a child run (of this function, or of ``function``),
+        at most ``max_concurrency`` at once, and return their results in item order (read
+        lazily from the store). The hop ends while the children run; the last child to
+        finish wakes the run. Failed children beyond ``tolerated_failures`` (default 0) or
+        ``tolerated_failure_ratio`` raise MapFailed naming them. See ``docs/fanout.md``."""
+        from .fanout import run_map
+
+        return run_map(
+            _run(self),
+            name,
+            items,
+            max_concurrency=max_concurrency,
+            tolerated_failures=tolerated_failures,
+            tolerated_failure_ratio=tolerated_failure_ratio,
+            function=function,
+        )
 
     def wait_until_ms(self, until_ms: int | None, *, kind: str, name: str) -> NoReturn:
         """End this hop waiting until ``until_ms`` (epoch ms; ``None``: until an answer):

@@ -12,6 +12,9 @@ failed event:
   hop holds a live claim (its lease has not expired: the hop may still be working, even when
   Lambda reported its request failed) is never taken over: the record fails, comes back
   (SQS redelivery, Lambda's retry) and is handled once the lease has expired;
+* a ``run.map`` child's start event: a child that settled but died before joining its
+  parent is joined here (``joined``: counted once, the next child started, the parent woken
+  if it was the last); a child that did not settle is resumed as above;
 * any other event (an undecorated function) is stored beside the checkpoints under
   ``safety-net/<request-id>.json`` and run once in a Fargate task in the runner's function
   mode (``LONGRUN_FUNCTION_NAME`` + ``LONGRUN_EVENT_URI``).
@@ -476,6 +479,11 @@ def _handle(failure: _Failure, message_id: str | None, config: _Config) -> dict[
     run_id: str | None = None
     if envelope is not None:
         run_id = envelope.run_id
+    elif isinstance(failure.payload, dict) and "longrun_child" in failure.payload:
+        joined = _child(failure.payload, config.store)
+        if isinstance(joined, dict):
+            return joined
+        run_id = joined
     elif request_id is not None and config.store.load(request_id) is not None:
         run_id = request_id
     if run_id is not None:
@@ -504,6 +512,28 @@ def _handle(failure: _Failure, message_id: str | None, config: _Config) -> dict[
         }
     tag = _safe_id(failure.request_id, message_id) or str(uuid.uuid4())
     return _start_plain(failure, tag, config.store, config.target, config.env, ports)
+
+
+def _child(payload: dict[str, Any], store: CheckpointStore) -> dict[str, Any] | str | None:
+    """A ``run.map`` child's start event: the child's run id to resume; or, for a child that
+    settled and whose last invocation died before it joined its parent, the join done here
+    (``{"action": "joined", ...}``); ``None`` if the child never began (run as an event)."""
+    from .fanout import child_outcome, child_run_id, join_child, parse_child_event
+
+    try:
+        parsed = parse_child_event(payload)
+    except (EnvelopeError, InvalidRunId) as exc:
+        raise _Malformed(f"the failed event is not a valid longrun child event: {exc}") from None
+    assert parsed is not None
+    run_id = child_run_id(*parsed)
+    loaded = store.load(run_id)
+    if loaded is None:
+        return None
+    if child_outcome(loaded.checkpoint) is not None:
+        join_child(store, loaded.checkpoint)
+        status = loaded.checkpoint.status.value
+        return {"action": "joined", "run_id": run_id, "reason": f"the child is {status}"}
+    return run_id
 
 
 _LEVELS = {"malformed": logging.WARNING, "error": logging.ERROR}

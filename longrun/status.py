@@ -112,9 +112,11 @@ def find_runs(
     status: Iterable[str] = (),
     since_ms: int | None = None,
     limit: int | None = None,
+    parent: str | None = None,
 ) -> list[RunSummary]:
     """The runs in ``store``, newest first: those with one of the statuses in ``status``
-    (all when empty), started at or after ``since_ms``, at most ``limit`` of them.
+    (all when empty), started at or after ``since_ms``, at most ``limit`` of them; with
+    ``parent``, only the child runs of that run's ``run.map`` calls.
 
     Settled runs come from the run index alone (the names of their markers); only live
     runs' checkpoints are read, a few at a time in parallel.
@@ -131,6 +133,11 @@ def find_runs(
     )
     if since_ms is not None:
         markers = [m for m in markers if m.started_ms >= since_ms]
+    if parent is not None:
+        from .fanout import child_prefixes
+
+        prefixes = tuple(child_prefixes(chosen, parent))
+        markers = [m for m in markers if prefixes and m.run_id.startswith(prefixes)]
     live_wanted = not wanted or bool(wanted - {s.value for s in SETTLED})
     markers = [m for m in markers if (m.live and live_wanted) or not wanted or m.phase in wanted]
 

@@ -22,7 +22,7 @@ def test_benchmarks_run_and_write_results(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     document = json.loads(out.read_text())
     figures = {entry["figure"] for entry in document["results"]}
-    assert figures == {1, 2, 3, 4, 5, 6, 7, 8}
+    assert figures == {1, 2, 3, 4, 5, 6, 7, 8, 9}
     for entry in document["results"]:
         assert {"name", "value", "unit", "conditions"} <= set(entry)
     by_name = {entry["name"]: entry for entry in document["results"]}

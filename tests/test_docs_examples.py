@@ -498,3 +498,44 @@ def test_steps_approval_waits_for_the_answer_with_no_compute(
     assert done.status == "completed"
     assert done.result == {"month": "2026-11", "published": True}
     assert len(asked) == 1  # asked once, though the handler ran twice
+
+
+def test_fanout_etl_indexes_every_prefix_once_in_child_runs(
+    longrun_sim: LambdaSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="my-bucket")
+        s3.create_bucket(Bucket="data")
+        sizes = {}
+        for p in range(12):
+            for k in range(p % 4 + 1):
+                body = b"x" * (10 * p + k)
+                s3.put_object(Bucket="data", Key=f"raw/day-{p:02d}/part-{k}.json", Body=body)
+                sizes[f"raw/day-{p:02d}/"] = sizes.get(f"raw/day-{p:02d}/", 0) + len(body)
+        app = example("fanout_etl")
+        puts: Counter[str] = Counter()
+        real_put = app.s3.put_object
+
+        def put_object(**kwargs: Any) -> Any:
+            puts[kwargs["Key"]] += 1
+            return real_put(**kwargs)
+
+        monkeypatch.setattr(app.s3, "put_object", put_object)
+        longrun_sim.store = "handler"  # the example's own S3Store, on moto
+        outcome = longrun_sim.run(app.handler, {"bucket": "data"}, timeout_s=60)
+        assert outcome.status == "completed", outcome.summary()
+        assert outcome.result == {
+            "prefixes": 12,
+            "objects": sum(p % 4 + 1 for p in range(12)),
+            "bytes": sum(sizes.values()),
+            "failed": [],
+        }
+        # each prefix's summary was written once, by its own child run
+        assert sorted(puts) == [f"summary/day-{p:02d}/summary.json" for p in range(12)]
+        assert set(puts.values()) == {1}
+        for p in range(12):
+            got = s3.get_object(Bucket="data", Key=f"summary/day-{p:02d}/summary.json")
+            assert json.loads(got["Body"].read())["bytes"] == sizes[f"raw/day-{p:02d}/"]
+        assert len(longrun_sim.children) == 12
+        assert {d["status"] for d in longrun_sim.children.values()} == {"completed"}

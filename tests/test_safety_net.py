@@ -549,7 +549,6 @@ def test_live_claim_of_the_failed_request_is_left_to_its_lease(aws: Aws) -> None
     assert_escalated(aws, result, live.run_id, hop=1)
 
 
-
 # -- a Fargate task that stopped without handing the run on (an EventBridge rule) -------------
 
 
@@ -672,3 +671,56 @@ def test_task_events_that_ask_for_nothing_are_skipped(aws: Aws, case: str) -> No
 
     assert actions(summary) == ["skipped"]
     assert aws.checkpoint(run_id) == before and aws.tasks() == []
+
+
+def test_a_map_child_that_died_before_joining_is_joined_by_the_safety_net(
+    aws: Aws, tmp_path: Path
+) -> None:
+    """A ``run.map`` child completed, but every attempt of its invocation failed to join
+    its parent (here: the join write fails, and Lambda does not retry): its start event
+    reaches the safety net, which finds the child settled and joins it; a second delivery
+    of the same record counts nothing twice."""
+    from longrun import FileStore
+    from longrun.errors import StoreError
+    from longrun.fanout import child_run_id, join_name, make_child_event, map_digest
+    from longrun.testing import RecordingTransport
+
+    root = tmp_path / "efs"
+    aws.monkeypatch.setenv("LONGRUN_CHECKPOINT_URI", root.as_uri())
+
+    class FailingJoin(FileStore):
+        def replace_object(self, name: str, data: bytes, token: Any) -> bool:
+            raise StoreError(f"injected: the write of {name} failed")
+
+    store = FailingJoin(root)
+
+    @longrun(checkpoint=store, run_id=lambda e: e["id"])
+    def handler(event: Any, context: Any) -> Any:
+        run = current_run()
+        if "i" in event:
+            return event["i"]
+        return sum(run.map("m", [{"i": i} for i in range(3)], max_concurrency=1))
+
+    outcome = LambdaSim(store="handler").run(handler, {"id": "p-1"}, retries=0)
+    assert outcome.status == "waiting"
+    [dead] = outcome.dead_letters
+    digest = map_digest("p-1", "m")
+    assert store.load(child_run_id("p-1", digest, 0)).checkpoint.status.value == "completed"
+    join = json.loads(FileStore(root).read_object(join_name("p-1", digest)) or b"{}")
+    assert (join["ok"], join["started"]) == (0, 1)
+
+    record = sqs_record(destination_record(dead.event, dead.request_id))
+    sent = RecordingTransport()
+    with ports.installed(transport=sent):
+        summary = safety_net.handler({"Records": [record]}, None)
+    [result] = summary["results"]
+    assert result["action"] == "joined" and result["run_id"] == child_run_id("p-1", digest, 0)
+    join = json.loads(FileStore(root).read_object(join_name("p-1", digest)) or b"{}")
+    assert (join["ok"], join["started"], join["base"], join["launch"]) == (1, 2, 1, {})
+    assert sent.sent == [make_child_event("p-1", digest, 1)]  # the next child is started
+    with ports.installed(transport=sent):
+        assert actions(safety_net.handler({"Records": [record]}, None)) == ["joined"]
+    assert len(sent.sent) == 1
+    join = json.loads(FileStore(root).read_object(join_name("p-1", digest)) or b"{}")
+    assert (join["ok"], join["started"]) == (1, 2)  # not counted twice
+    assert aws.tasks() == []  # nothing was started in Fargate

@@ -127,7 +127,7 @@ def _memory_backend() -> Backend:
 
     def raw_write(run_id: str, data: bytes) -> None:
         # Written behind the store's back, as another process would write to S3 or a file.
-        store._objects[store.key(run_id)] = (data, -1)
+        store._put(store.key(run_id), data)
 
     return Backend(
         "memory", store, store.raw, raw_write, lambda run_id: f"MemoryStore:{run_id}/{NAME}"

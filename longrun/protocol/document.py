@@ -194,7 +194,7 @@ class Escalation:
 
 NOTICE_STATES = ("sending", "failed", "sent")
 STEP_STATES = ("done", "started", "retrying", "sleeping")
-WAIT_KINDS = ("sleep", "retry", "callback")
+WAIT_KINDS = ("sleep", "retry", "callback", "map")
 
 
 class Notice:
@@ -298,6 +298,8 @@ class Checkpoint:
     """What a ``waiting`` run waits for: ``{"kind", "name", "until_ms", "schedule"}``."""
     waits: int = 0
     """Hops started by a wake-up (they do not count against ``max_hops``)."""
+    parent: Mapping[str, Any] | None = None
+    """A child run of ``run.map``: ``{"run": parent run id, "map": map digest, "index": i}``."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> Checkpoint:
@@ -355,6 +357,8 @@ class Checkpoint:
             doc["wait"] = dict(self.wait)
         if self.waits:
             doc["waits"] = self.waits
+        if self.parent is not None:
+            doc["parent"] = dict(self.parent)
         for key, value in self.extra.items():
             doc.setdefault(key, value)
         return doc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,7 +35,7 @@ _KNOWN = frozenset(
         "format", "seq", "write_id", "run_id", "status", "hop", "origin_request_id",
         "function", "created_ms", "updated_ms", "claim", "event", "state", "cursors",
         "timing", "hops", "result", "result_note", "error", "next", "escalation", "tenant_id",
-        "notice", "steps", "wait", "waits",
+        "notice", "steps", "wait", "waits", "parent",
     }
 )  # fmt: skip
 
@@ -244,6 +245,23 @@ def _wait(value: Any) -> dict[str, Any] | None:
     return dict(doc)
 
 
+def _parent(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    doc = _obj(value, "parent")
+    try:
+        validate_run_id(doc.get("run"))
+    except InvalidRunId:
+        raise _Bad("parent.run", f"{_show(doc.get('run'))} is not a valid run id") from None
+    digest = doc.get("map")
+    if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{12}", digest)):
+        raise _Bad("parent.map", f"{_show(digest)} is not a map digest (12 hex digits)")
+    index = doc.get("index")
+    if type(index) is not int or index < 0:
+        raise _Bad("parent.index", f"{_show(index)} is not an item index")
+    return dict(doc)
+
+
 def _timing(value: Any) -> dict[str, float]:
     doc = _obj(value if value is not None else {}, "timing")
     for name, number in doc.items():
@@ -327,6 +345,7 @@ def _from_json(document: Any, expected_run_id: str | None) -> Checkpoint:
         steps=_steps(doc.get("steps")),
         wait=_wait(doc.get("wait")),
         waits=_int(doc, "waits", "", default=0),
+        parent=_parent(doc.get("parent")),
         extra={k: v for k, v in doc.items() if k not in _KNOWN},
     )
 

@@ -183,7 +183,9 @@ class CheckpointStore(ABC):
 
     def cancel(self, run_id: str, *, attempts: int = 10) -> dict[str, Any]:
         """Mark the run ``cancelled``: its running hop stops at its next checkpoint write,
-        and no further hop runs. A completed or already cancelled run is left as it is."""
+        and no further hop runs. A completed or already cancelled run is left as it is. The
+        children of its ``run.map`` calls are cancelled too; a cancelled child counts as
+        failed in its parent's join."""
         for _ in range(attempts):
             loaded = self.load(run_id)
             if loaded is None:
@@ -194,9 +196,19 @@ class CheckpointStore(ABC):
                 return loaded.document
             cancelled = loaded.checkpoint.replace(status=Status.CANCELLED, claim=None, next=None)
             try:
-                return self.replace(cancelled, loaded.token, previous=loaded.checkpoint).document
+                document = self.replace(
+                    cancelled, loaded.token, previous=loaded.checkpoint
+                ).document
             except CheckpointConflict:
                 continue
+            if cancelled.parent is not None or any(
+                r.get("kind") == "map" for r in cancelled.steps.values()
+            ):
+                from ..fanout import cancel_children, join_child
+
+                join_child(self, cancelled)  # a child counts as failed in its parent's join
+                cancel_children(self, cancelled)  # a parent stops its children
+            return document
         raise CheckpointConflict(
             f"could not cancel {self.describe(self.key(run_id))}: it kept changing under "
             f"{attempts} attempts; try again."
@@ -247,6 +259,20 @@ class CheckpointStore(ABC):
         """The bytes stored as ``name``, or ``None``."""
         found = self._read(self._object_key(name))
         return None if found is None else found[0]
+
+    def read_object_token(self, name: str) -> tuple[bytes, Token] | None:
+        """The bytes stored as ``name`` and their version token (for ``replace_object``)."""
+        return self._read(self._object_key(name))
+
+    def replace_object(self, name: str, data: bytes, token: Token) -> bool:
+        """Store ``data`` as ``name`` only if it is still the version ``token`` was read
+        with; ``False`` if it changed (or was deleted). A document replaced this way starts
+        with ``{"format":1,"seq":N`` as checkpoints do (FileStore's version is that ``seq``)."""
+        try:
+            self._replace(self._object_key(name), data, token)
+        except CheckpointConflict:
+            return False
+        return True
 
     def delete_object(self, name: str) -> None:
         """Remove ``name`` if present."""

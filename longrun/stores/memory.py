@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Iterator
 
@@ -16,6 +17,8 @@ class MemoryStore(CheckpointStore):
 
     def __init__(self) -> None:
         self._objects: dict[str, tuple[bytes, int]] = {}
+        self._keys: list[str] = []
+        """The keys, sorted: a listing under a prefix is a range, as in S3."""
         self._lock = threading.Lock()
         self._versions = 0
 
@@ -38,6 +41,7 @@ class MemoryStore(CheckpointStore):
                 raise CheckpointConflict(f"{self.describe(key)} already exists")
             version = self._next()
             self._objects[key] = (data, version)
+            bisect.insort(self._keys, key)
             return version
 
     def _replace(self, key: str, data: bytes, token: Token) -> Token:
@@ -52,14 +56,26 @@ class MemoryStore(CheckpointStore):
     def _put(self, key: str, data: bytes) -> Token:
         with self._lock:
             version = self._next()
+            if key not in self._objects:
+                bisect.insort(self._keys, key)
             self._objects[key] = (data, version)
             return version
 
     def _delete(self, key: str) -> None:
         with self._lock:
-            self._objects.pop(key, None)
+            if self._objects.pop(key, None) is not None:
+                del self._keys[bisect.bisect_left(self._keys, key)]
 
     def _list(self) -> Iterator[str]:
         with self._lock:
-            keys = sorted(self._objects)
+            keys = list(self._keys)
+        return iter(keys)
+
+    def _list_under(self, prefix: str) -> Iterator[str]:
+        with self._lock:
+            start = bisect.bisect_left(self._keys, prefix)
+            end = start
+            while end < len(self._keys) and self._keys[end].startswith(prefix):
+                end += 1
+            keys = self._keys[start:end]
         return iter(keys)

@@ -98,6 +98,8 @@ class HopRecord:
     error: BaseException | None = None
     ran_user_code: bool = False
     envelope_bytes: int | None = None
+    run_id: str | None = None
+    """The run this invocation claimed (``run.map``'s children are runs of their own)."""
 
 
 @dataclass
@@ -190,11 +192,17 @@ class _SimHooks(ports.Clock, ports.Transport, ports.Observer):
             sim._deliver(sim.faults.duplicate_of(self.delivery))
 
     def after_write(self, run_id: str, what: str, document: Mapping[str, Any]) -> None:
-        self.sim._run_id = run_id
-        self.sim._checkpoints.append(_copy(document))
+        sim = self.sim
+        if sim._run_id is None:
+            sim._run_id = run_id  # the run started; others are its children (run.map)
+        if run_id == sim._run_id:
+            sim._checkpoints.append(_copy(document))
+        else:
+            sim.children[run_id] = document
 
     def on_run(self, run: Run, heartbeat: Callable[[], bool]) -> None:
         self.run = run
+        self.record.run_id = run.id
         self.record.hop = run.hop
         self.record.where = run.where
         self.record.ran_user_code = True
@@ -264,7 +272,7 @@ class _SimHooks(ports.Clock, ports.Transport, ports.Observer):
             raise RuntimeError(f"RequestEntityTooLargeException: {len(payload)} bytes")
         self.record.envelope_bytes = len(payload)
         event = json.loads(payload)
-        hop_from = event["longrun"]["hop"] - 1
+        hop_from = event["longrun"]["hop"] - 1 if "longrun" in event else -1
         if hop_from in sim.faults.crash_before_handoff:
             sim.faults.crash_before_handoff.discard(hop_from)
             raise SimulatedCrash(f"injected crash before handing off hop {hop_from + 1}")
@@ -294,6 +302,9 @@ class LambdaSim:
         self._writes = 0
         self.tasks: list[dict[str, Any]] = []
         """Fargate tasks started (``task_arn``, ``run_id``, ``hop``); each runs as a delivery."""
+        self.children: dict[str, Mapping[str, Any]] = {}
+        """The last document written of each other run the run started (``run.map``'s
+        children), by run id."""
         self.schedules: list[dict[str, Any]] = []
         """One-time wake-ups scheduled (``name``, ``at_ms``, ``payload``); each is a delivery
         of kind ``wake`` at its virtual time."""
@@ -359,6 +370,7 @@ class LambdaSim:
         self._writes = 0
         self.tasks = []
         self.schedules = []
+        self.children = {}
         self.fargate_stop_s = fargate_stop_s
         self._run_id = None
         return self._drain(max_invocations)
@@ -378,17 +390,41 @@ class LambdaSim:
         ``store``: the run's store when the simulator used the handler's own."""
         from ..callbacks import fail_callback, send_callback
 
-        chosen = store or self._store_used
-        if chosen is None:
-            raise ValueError("LambdaSim.send_callback: pass store=, the handler's own store")
-        record = HopRecord("callback", "", 1, self.clock.now)
-        hooks = _SimHooks(self, record, Delivery({}, "callback", kind="callback"))
-        with ports.installed(clock=hooks, transport=hooks):
+        chosen = self._chosen_store(store, "send_callback")
+        with self._outside("callback"):
             if error is not None:
                 fail_callback(token, error, store=chosen)
             else:
                 send_callback(token, payload, store=chosen)
         return self._drain(max_invocations)
+
+    def cancel(
+        self, run_id: str, *, store: CheckpointStore | None = None, max_invocations: int = 1000
+    ) -> Outcome:
+        """Cancel ``run_id`` (``store.cancel``: a parent's ``run.map`` children too; a
+        cancelled child joins its parent, which may wake it) on the simulator's clock and
+        transport, then carry on until quiet; returns the updated outcome."""
+        chosen = self._chosen_store(store, "cancel")
+        with self._outside("cancel"):
+            document = chosen.cancel(run_id)
+        if run_id == self._run_id:
+            self._checkpoints.append(_copy(document))
+        return self._drain(max_invocations)
+
+    def _chosen_store(self, store: CheckpointStore | None, what: str) -> CheckpointStore:
+        chosen = store or self._store_used
+        if chosen is None:
+            raise ValueError(f"LambdaSim.{what}: pass store=, the handler's own store")
+        return chosen
+
+    @contextlib.contextmanager
+    def _outside(self, kind: str) -> Iterator[None]:
+        """Code run from outside the function (a CLI, another system) on the simulator's
+        clock and transport."""
+        record = HopRecord(kind, "", 1, self.clock.now)
+        hooks = _SimHooks(self, record, Delivery({}, kind, kind=kind))
+        with ports.installed(clock=hooks, transport=hooks):
+            yield
 
     def resume(self, *, timeouts: bool = True, max_invocations: int = 1000) -> Outcome:
         """Carry the last run on: with ``timeouts``, a run waiting for a callback is woken at
@@ -527,7 +563,12 @@ class LambdaSim:
             status = Status.COMPLETED.value  # LONGRUN_DISABLED: no checkpoints, a plain return
         result: Any = None
         if status == Status.COMPLETED:
-            completing = [r for r in self._records if r.outcome == Status.COMPLETED]
+            completing = [
+                r
+                for r in self._records
+                if r.outcome == Status.COMPLETED
+                and (r.run_id == self._run_id or (document is None and r.run_id is None))
+            ]
             if completing:
                 result = completing[-1].response
             elif document is not None:

@@ -12,7 +12,8 @@ __all__ = ["RecordingTransport"]
 
 
 class RecordingTransport(Transport):
-    """Continuation envelopes are kept, in order, instead of invoking a function.
+    """Continuation envelopes (and ``run.map`` children's start events) are kept, in order,
+    instead of invoking a function.
 
     ``sent`` holds every envelope; ``next(run_id)`` takes the oldest one of a run. Install it
     with ``ports.installed(transport=...)`` and call the handler with the envelopes to run a
@@ -28,9 +29,17 @@ class RecordingTransport(Transport):
         self, function: str, payload: bytes, client: Any, *, tenant_id: str | None = None
     ) -> None:
         envelope = json.loads(payload)
+        if "longrun" in envelope:
+            run_id = envelope["longrun"]["run_id"]
+        else:  # a run.map child's start event
+            from ..fanout import child_run_id, parse_child_event
+
+            parsed = parse_child_event(envelope)
+            assert parsed is not None, f"not a longrun event: {payload[:200]!r}"
+            run_id = child_run_id(*parsed)
         with self._lock:
             self.sent.append(envelope)
-            self._pending.setdefault(envelope["longrun"]["run_id"], []).append(envelope)
+            self._pending.setdefault(run_id, []).append(envelope)
 
     def next(self, run_id: str) -> dict[str, Any]:
         """The oldest envelope of ``run_id`` not taken yet (IndexError if none)."""

@@ -73,9 +73,16 @@ def parse_handler(spec: str, cwd: str | os.PathLike[str] | None = None) -> tuple
 
 
 def envelope_of(payload: bytes) -> tuple[str, int] | None:
-    """The (run id, hop) of a continuation envelope, ``None`` for any other payload."""
+    """The (run id, hop) of a continuation envelope, or of a ``run.map`` child's start event
+    (its derived run id, hop 0); ``None`` for any other payload."""
     try:
-        envelope = parse_envelope(json.loads(payload)) if payload else None
+        event = json.loads(payload) if payload else None
+        envelope = parse_envelope(event)
+        if envelope is None and isinstance(event, dict) and "longrun_child" in event:
+            from ...fanout import child_run_id, parse_child_event
+
+            child = parse_child_event(event)
+            return None if child is None else (child_run_id(*child), 0)
     except (ValueError, LongrunError):
         return None
     return None if envelope is None else (envelope.run_id, envelope.hop)

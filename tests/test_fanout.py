@@ -1,0 +1,553 @@
+"""``run.map`` in the simulator: a parent run fans out over child runs of the same function
+and joins their results. Asserted on what the store ends up holding (the join record, each
+child's checkpoint) and on how often each child's work ran, under duplicate deliveries,
+retries, failed writes, lost replies, a crashed parent and a cancel."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from longrun import FileStore, MapFailed, MemoryStore, current_run, longrun
+from longrun.errors import EnvelopeError, LongrunError, StoreError
+from longrun.fanout import child_run_id, join_name, map_digest
+from longrun.stores.base import CheckpointStore
+from longrun.testing import Faults, LambdaSim
+from longrun.testing.sim import Outcome
+
+PARENT = "etl-1"
+
+
+def fan_job(
+    store: CheckpointStore,
+    work: Counter[tuple[int, int]],
+    *,
+    n: int,
+    limit: int,
+    tolerated: int | None = None,
+    fails: set[int] = frozenset(),  # type: ignore[assignment]
+    hops: set[int] = frozenset(),  # type: ignore[assignment]
+) -> Any:
+    """A parent mapping ``n`` items; child ``i`` adds up ``i * k`` for its units of work
+    (1 unit, or 600 one-second units in a 300 s Lambda for ``i in hops``: it hops), and
+    raises on every attempt for ``i in fails``."""
+
+    @longrun(checkpoint=store, run_id=lambda e: e["id"], min_margin_ms=2000)
+    def handler(event: Any, context: Any) -> Any:
+        run = current_run()
+        if "i" in event:
+            i = event["i"]
+            if i in fails:
+                raise ValueError(f"item {i} is bad")
+            run.state.setdefault("total", 0)
+            for k in run.iterate(range(event["units"]), name="units"):
+                time.sleep(1.0)
+                work[(i, k)] += 1
+                run.state["total"] += i * k
+            return {"i": i, "total": run.state["total"]}
+        items = [{"i": i, "units": 600 if i in hops else 2} for i in range(n)]
+        results = run.map("items", items, max_concurrency=limit, tolerated_failures=tolerated)
+        return {
+            "sum": sum(r["total"] for r in results if r is not None),
+            "failed": results.failed,
+        }
+
+    return handler
+
+
+def expected_sum(n: int, units: dict[int, int], skip: set[int]) -> int:
+    return sum(i * k for i in range(n) if i not in skip for k in range(units.get(i, 2)))
+
+
+def child_spans(outcome: Outcome, parent: str) -> list[tuple[int, int]]:
+    """Per child: the positions of its first and last invocation that ran it."""
+    spans: dict[str, list[int]] = {}
+    for position, record in enumerate(outcome.invocations):
+        if record.run_id and record.run_id != parent:
+            spans.setdefault(record.run_id, [position, position])[1] = position
+    return [(a, b) for a, b in spans.values()]
+
+
+def most_at_once(spans: list[tuple[int, int]]) -> int:
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    live = peak = 0
+    for _, change in events:
+        live += change
+        peak = max(peak, live)
+    return peak
+
+
+def join_record(store: CheckpointStore, parent: str = PARENT, name: str = "items") -> Any:
+    data = store.read_object(join_name(parent, map_digest(parent, name)))
+    assert data is not None
+    return json.loads(data)
+
+
+def parent_hops(outcome: Outcome, parent: str = PARENT) -> list[int]:
+    return [r.hop for r in outcome.invocations if r.run_id == parent and r.hop is not None]
+
+
+def test_a_thousand_children_at_fifty_with_hops_failures_duplicates_and_retries() -> None:
+    n, limit = 1000, 50
+    fails = {13, 400, 777}
+    hops = {5, 250, 251, 999}
+    work: Counter[tuple[int, int]] = Counter()
+    store = MemoryStore()
+    handler = fan_job(store, work, n=n, limit=limit, tolerated=5, fails=fails, hops=hops)
+    outcome = LambdaSim(store="handler").run(
+        handler,
+        {"id": PARENT},
+        timeout_s=300.0,
+        faults=Faults("after", fail_writes={40, 900, 2500}),
+        max_invocations=20_000,
+    )
+
+    units = {i: 600 for i in hops}
+    assert outcome.status == "completed", outcome.summary()[-3000:]
+    assert outcome.result == {"sum": expected_sum(n, units, fails), "failed": sorted(fails)}
+    # every unit of work of every child that succeeded ran exactly once, except in the
+    # child whose "completed" write was failed by the fault: its hop's work is redone, as
+    # any hop's since its last checkpoint (the sum above, from the stored results, is exact)
+    redone = {
+        int(str(r.run_id).rsplit(".", 1)[1])
+        for r in outcome.invocations
+        if r.error is not None and "(complete)" in str(r.error)
+    }
+    assert len(redone) == 1
+    assert {i for (i, _), count in work.items() if count > 1} == redone
+    assert len(work) == sum(units.get(i, 2) for i in range(n) if i not in fails)
+    # the join counted each child once and was decided once
+    join = join_record(store)
+    assert (join["ok"], sorted(join["failed"]), join["started"]) == (n - 3, sorted(fails), n)
+    assert join["launch"] == {} and join["woken_by"] is not None
+    assert parent_hops(outcome) == [0, 1]  # one wake-up claimed, once
+    # children that hop hopped; the failing ones were tried three times (Lambda's retries)
+    for i in hops:
+        assert store.load(child_run_id(PARENT, map_digest(PARENT, "items"), i)).checkpoint.hop > 0
+    for i in fails:
+        child = store.load(child_run_id(PARENT, map_digest(PARENT, "items"), i)).checkpoint
+        assert child.status.value == "failed" and child.last_hop.attempt == 3
+    assert most_at_once(child_spans(outcome, PARENT)) <= limit
+    # the parent's checkpoint holds the map's record, not its items
+    parent_doc = outcome.document
+    assert parent_doc is not None and len(json.dumps(parent_doc)) < 4000
+
+
+@pytest.mark.parametrize("faults", [Faults(), Faults("during"), Faults("after")], ids=str)
+def test_results_come_back_in_item_order_and_each_child_runs_once(faults: Faults) -> None:
+    work: Counter[tuple[int, int]] = Counter()
+    store = MemoryStore()
+    handler = fan_job(store, work, n=30, limit=4, hops={3, 17})
+    outcome = LambdaSim(store="handler").run(
+        handler, {"id": PARENT}, timeout_s=300.0, faults=faults, max_invocations=5000
+    )
+    assert outcome.status == "completed", outcome.summary()
+    assert outcome.result["sum"] == expected_sum(30, {3: 600, 17: 600}, set())
+    assert set(work.values()) == {1}
+    assert most_at_once(child_spans(outcome, PARENT)) <= 4
+    assert parent_hops(outcome) == [0, 1]
+
+
+def test_results_are_read_lazily_in_order_and_of_any_size() -> None:
+    store = MemoryStore()
+    loads: Counter[str] = Counter()
+
+    class Counting(MemoryStore):
+        def load(self, run_id: str) -> Any:
+            loads[run_id] += 1
+            return super().load(run_id)
+
+    store = Counting()
+    seen: list[Any] = []
+
+    @longrun(checkpoint=store, run_id=lambda e: e["id"])
+    def handler(event: Any, context: Any) -> Any:
+        run = current_run()
+        if "i" in event:
+            return {"i": event["i"], "blob": "x" * 200_000 if event["i"] == 2 else ""}
+        results = run.map("big", [{"i": i} for i in range(5)], max_concurrency=2)
+        before = dict(loads)
+        seen.append(results[2])
+        seen.append([r["i"] for r in results[-2:]])
+        assert loads[results.run_id(0)] == before.get(results.run_id(0), 0)  # never asked
+        return len(results)
+
+    outcome = LambdaSim(store="handler").run(handler, {"id": PARENT})
+    assert outcome.result == 5
+    assert seen[0] == {"i": 2, "blob": "x" * 200_000}
+    assert seen[1] == [3, 4]
+
+
+def test_failures_beyond_the_tolerated_fail_the_parent_naming_the_children() -> None:
+    work: Counter[tuple[int, int]] = Counter()
+    store = MemoryStore()
+    handler = fan_job(store, work, n=12, limit=3, tolerated=1, fails={4, 9})
+    outcome = LambdaSim(store="handler").run(handler, {"id": PARENT}, max_invocations=2000)
+    assert outcome.status == "failed"
+    message = outcome.error["message"]
+    digest = map_digest(PARENT, "items")
+    assert "2 of 12 children failed, more than the 1 tolerated" in message
+    assert f"4 ({child_run_id(PARENT, digest, 4)})" in message and "9 (" in message
+    assert outcome.error["type"] == "MapFailed"
+    # the handler can catch it and go on without them
+    caught: list[list[int]] = []
+
+    @longrun(checkpoint=MemoryStore(), run_id=lambda e: e["id"])
+    def lenient(event: Any, context: Any) -> Any:
+        if "i" in event:
+            if event["i"] == 4:
+                raise ValueError("item 4 is bad")
+            return event["i"]
+        try:
+            current_run().map("items", [{"i": i} for i in range(6)], max_concurrency=2)
+        except MapFailed as exc:
+            caught.append(exc.failed)
+            return "without them"
+
+    assert LambdaSim(store="handler").run(lenient, {"id": PARENT}).result == "without them"
+    assert caught == [[4]]
+    # the ten good children each ran their work once
+    assert len(work) == 20 and set(work.values()) == {1}
+
+
+def test_a_ratio_of_failures_is_tolerated() -> None:
+    store = MemoryStore()
+
+    @longrun(checkpoint=store, run_id=lambda e: e["id"])
+    def handler(event: Any, context: Any) -> Any:
+        run = current_run()
+        if "i" in event:
+            if event["i"] % 5 == 0:
+                raise RuntimeError("every fifth fails")
+            return event["i"]
+        results = run.map(
+            "r", [{"i": i} for i in range(20)], max_concurrency=5, tolerated_failure_ratio=0.2
+        )
+        return {"ok": [r for r in results if r is not None], "failed": results.failed}
+
+    outcome = LambdaSim(store="handler").run(handler, {"id": PARENT}, max_invocations=2000)
+    assert outcome.status == "completed", outcome.summary()
+    assert outcome.result["failed"] == [0, 5, 10, 15]
+    assert outcome.result["ok"] == [i for i in range(20) if i % 5]
+
+
+def test_a_parent_that_dies_after_starting_children_never_starts_one_twice() -> None:
+    """The parent's waiting write fails (after the children were started): Lambda retries
+    the parent's hop, which starts the same children again; each child run exists once."""
+    work: Counter[tuple[int, int]] = Counter()
+    store = MemoryStore()
+    handler = fan_job(store, work, n=8, limit=8)
+    # writes: 1 parent claim, 2 parent's map record, 3 the waiting write (fails)
+    outcome = LambdaSim(store="handler").run(
+        handler, {"id": PARENT}, faults=Faults(fail_writes={3}), max_invocations=500
+    )
+    assert outcome.status == "completed", outcome.summary()
+    assert set(work.values()) == {1} and len(work) == 16
+    starts = Counter(
+        r.run_id
+        for r in outcome.invocations
+        if r.run_id != PARENT and r.hop == 0 and r.ran_user_code
+    )
+    assert set(starts.values()) == {1} and len(starts) == 8
+    assert join_record(store)["ok"] == 8
+
+
+class LostReplies(MemoryStore):
+    """Join writes that commit but whose reply is lost: ``"error"`` raises after the write
+    (the invocation fails, Lambda retries it); ``"conflict"`` answers as botocore's own
+    retry of a committed conditional write does (412: it changed)."""
+
+    def __init__(self, mode: str, every: int) -> None:
+        super().__init__()
+        self.mode, self.every, self.count = mode, every, 0
+
+    def replace_object(self, name: str, data: bytes, token: Any) -> bool:
+        written = super().replace_object(name, data, token)
+        self.count += 1
+        if written and self.count % self.every == 0:
+            if self.mode == "error":
+                raise StoreError(f"injected: reply of write {self.count} of {name} lost")
+            return False
+        return written
+
+
+@pytest.mark.parametrize("mode", ["error", "conflict"])
+def test_a_join_write_whose_reply_is_lost_counts_once(mode: str) -> None:
+    work: Counter[tuple[int, int]] = Counter()
+    store = LostReplies(mode, every=3)
+    handler = fan_job(store, work, n=40, limit=5)
+    outcome = LambdaSim(store="handler").run(handler, {"id": PARENT}, max_invocations=3000)
+    assert outcome.status == "completed", outcome.summary()[-3000:]
+    assert outcome.result["sum"] == expected_sum(40, {}, set())
+    assert set(work.values()) == {1}
+    join = join_record(store)
+    assert (join["ok"], join["failed"], join["started"], join["launch"]) == (40, [], 40, {})
+    assert parent_hops(outcome) == [0, 1]
+
+
+def test_cancelling_the_parent_cancels_its_children_and_starts_no_more() -> None:
+    store = MemoryStore()
+    tokens: list[str] = []
+
+    @longrun(checkpoint=store, run_id=lambda e: e["id"])
+    def handler(event: Any, context: Any) -> Any:
+        run = current_run()
+        if "i" in event:
+            tokens.append(run.callback("go"))
+            return run.wait_for_callback("go")
+        return list(run.map("slow", [{"i": i} for i in range(10)], max_concurrency=3))
+
+    sim = LambdaSim(store="handler")
+    outcome = sim.run(handler, {"id": PARENT})
+    assert outcome.status == "waiting" and len(tokens) == 3
+    digest = map_digest(PARENT, "slow")
+    assert store.load(child_run_id(PARENT, digest, 3)) is None  # not started
+    assert sim.cancel(PARENT, store=store).status == "cancelled"
+    statuses = [store.load(child_run_id(PARENT, digest, i)) for i in range(10)]
+    assert [s.checkpoint.status.value for s in statuses[:3] if s] == ["cancelled"] * 3
+    assert all(s is None for s in statuses[3:])
+    join = json.loads(store.read_object(join_name(PARENT, digest)))
+    assert join["cancelled"] and join["started"] == 3
+    # an answer now wakes nothing: the child is cancelled
+    sim.send_callback(tokens[0], "late", store=store)
+    assert store.load(child_run_id(PARENT, digest, 0)).checkpoint.status.value == "cancelled"
+    assert all(store.load(child_run_id(PARENT, digest, i)) is None for i in range(3, 10))
+
+
+def test_a_cancelled_child_counts_as_failed_and_the_parent_goes_on() -> None:
+    store = MemoryStore()
+    tokens: list[str] = []
+
+    @longrun(checkpoint=store, run_id=lambda e: e["id"])
+    def handler(event: Any, context: Any) -> Any:
+        run = current_run()
+        if "i" in event:
+            if event["i"] == 1:
+                tokens.append(run.callback("never"))
+                run.wait_for_callback("never")
+            return event["i"]
+        results = run.map(
+            "m", [{"i": i} for i in range(4)], max_concurrency=4, tolerated_failures=1
+        )
+        return {"failed": results.failed, "ok": [r for r in results if r is not None]}
+
+    sim = LambdaSim(store="handler")
+    assert sim.run(handler, {"id": PARENT}).status == "waiting"
+    outcome = sim.cancel(child_run_id(PARENT, map_digest(PARENT, "m"), 1), store=store)
+    assert outcome.status == "completed", outcome.summary()
+    assert outcome.result == {"failed": [1], "ok": [0, 2, 3]}
+
+
+def test_the_parent_checkpoint_stays_small_with_a_hundred_thousand_items() -> None:
+    store = MemoryStore()
+
+    @longrun(checkpoint=store, run_id=lambda e: e["id"])
+    def handler(event: Any, context: Any) -> Any:
+        run = current_run()
+        if "prefix" in event:
+            run.wait_for_callback("x") if run.callback("x") else None
+        items = [{"prefix": f"logs/2026/{i:06d}/"} for i in range(100_000)]
+        return len(run.map("prefixes", items, max_concurrency=2))
+
+    outcome = LambdaSim(store="handler").run(handler, {"id": PARENT})
+    assert outcome.status == "waiting"
+    stored = store.raw(PARENT)
+    assert stored is not None and len(stored) < 4000
+    digest = map_digest(PARENT, "prefixes")
+    chunk = json.loads(store.read_object(f"{PARENT}/map/{digest}/items/99.json"))
+    assert chunk[-1] == {"prefix": "logs/2026/099999/"} and len(chunk) == 1000
+
+
+def test_an_async_handler_maps_too() -> None:
+    store = MemoryStore()
+
+    @longrun(checkpoint=store, run_id=lambda e: e["id"])
+    async def handler(event: Any, context: Any) -> Any:
+        run = current_run()
+        if "i" in event:
+            return event["i"] * 10
+        return sum(run.map("a", [{"i": i} for i in range(6)], max_concurrency=2))
+
+    outcome = LambdaSim(store="handler").run(handler, {"id": PARENT})
+    assert outcome.status == "completed" and outcome.result == 150
+
+
+def test_an_empty_map_returns_at_once_and_bad_arguments_are_named() -> None:
+    store = MemoryStore()
+    errors: list[str] = []
+
+    @longrun(checkpoint=store, run_id=lambda e: e["id"])
+    def handler(event: Any, context: Any) -> Any:
+        run = current_run()
+        for call in (
+            lambda: run.map("a", [{"i": 1}], max_concurrency=0),
+            lambda: run.map("b", [{"i": 1}], tolerated_failure_ratio=1.5),
+            lambda: run.map("c", [{"when": object()}]),
+            lambda: run.map("d", "not-a-list"),
+        ):
+            with pytest.raises(LongrunError) as caught:
+                call()
+            errors.append(str(caught.value))
+        return list(run.map("empty", []))
+
+    outcome = LambdaSim(store="handler").run(handler, {"id": PARENT})
+    assert outcome.status == "completed" and outcome.result == []
+    assert "max_concurrency=0" in errors[0]
+    assert "tolerated_failure_ratio=1.5" in errors[1]
+    assert "item 0" in errors[2] and "not plain JSON" in errors[2]
+    assert "not a str" in errors[3]
+
+
+def test_a_malformed_child_event_or_a_hand_edited_join_is_refused_clearly() -> None:
+    store = MemoryStore()
+
+    @longrun(checkpoint=store, run_id=lambda e: e.get("id", "x"))
+    def handler(event: Any, context: Any) -> Any:
+        run = current_run()
+        if "i" in event:
+            return event["i"]
+        return list(run.map("m", [{"i": i} for i in range(3)], max_concurrency=1))
+
+    bad = {"longrun_child": {"v": 1, "parent": PARENT, "map": "zz", "index": 0}}
+    outcome = LambdaSim(store="handler").run(handler, bad)
+    assert isinstance(outcome.invocations[0].error, EnvelopeError)
+    assert "'longrun_child'" in str(outcome.invocations[0].error)
+
+    # a join record edited by hand: the child joining names the object and what to do
+    tokens: list[str] = []
+
+    @longrun(checkpoint=store, run_id=lambda e: e["id"])
+    def waiting(event: Any, context: Any) -> Any:
+        run = current_run()
+        if "i" in event:
+            tokens.append(run.callback("go"))
+            return run.wait_for_callback("go")
+        return list(run.map("m", [{"i": i} for i in range(2)], max_concurrency=1))
+
+    sim = LambdaSim(store="handler")
+    assert sim.run(waiting, {"id": PARENT}).status == "waiting"
+    store.put_object(join_name(PARENT, map_digest(PARENT, "m")), b'{"hello": 1}')
+    outcome = sim.send_callback(tokens[0], "ok", store=store)
+    errors = [str(r.error) for r in outcome.invocations if r.error is not None]
+    assert errors and "is not one longrun wrote" in errors[-1], outcome.summary()
+    assert "join.json" in errors[-1]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "longrun.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_cli_shows_children_lists_them_and_cancel_stops_them(tmp_path: Path) -> None:
+    """``longrun status`` counts the children by status, ``list --parent`` lists them,
+    ``cancel`` cancels them (a real process, on a FileStore a simulated run wrote)."""
+    store = FileStore(tmp_path)
+    tokens: list[str] = []
+
+    @longrun(checkpoint=store, run_id=lambda e: e["id"])
+    def handler(event: Any, context: Any) -> Any:
+        run = current_run()
+        if "i" in event:
+            if event["i"] % 2:
+                tokens.append(run.callback("go"))
+                run.wait_for_callback("go")
+            return event["i"]
+        return list(run.map("m", [{"i": i} for i in range(7)], max_concurrency=3))
+
+    sim = LambdaSim(store="handler")
+    assert sim.run(handler, {"id": PARENT}).status == "waiting"
+    uri = f"file://{tmp_path}"
+    # children 0..6 at 3 at once: 0 done, 1 waits, 2 done, 3 waits, 4 done, 5 waits; 6 pending
+    shown = cli("status", PARENT, "--store", uri)
+    assert shown.returncode == 0, shown.stderr
+    assert "children  7 (3 completed, 0 failed, 3 running, 1 pending)" in shown.stdout
+    assert "waiting   map 'm', woken by its last child to finish" in shown.stdout
+    listed = cli("list", "--parent", PARENT, "--store", uri, "--json")
+    assert listed.returncode == 0, listed.stderr
+    digest = map_digest(PARENT, "m")
+    got = {r["run_id"]: r["status"] for r in json.loads(listed.stdout)}
+    assert got == {
+        child_run_id(PARENT, digest, i): "completed" if i % 2 == 0 else "waiting" for i in range(6)
+    }
+    assert "no run 'nope'" in cli("list", "--parent", "nope", "--store", uri).stderr
+    cancelled = cli("cancel", PARENT, "--store", uri)
+    assert cancelled.returncode == 0, cancelled.stderr
+    statuses = {i: store.load(child_run_id(PARENT, digest, i)) for i in range(7)}
+    assert [statuses[i].checkpoint.status.value for i in (1, 3, 5)] == ["cancelled"] * 3
+    assert statuses[6] is None  # never started
+    after = json.loads(cli("status", PARENT, "--store", uri, "--json").stdout)
+    assert after["status"] == "cancelled"
+    assert after["children"][0]["cancelled"] is True
+
+
+def test_a_map_in_each_loop_item_is_its_own_map() -> None:
+    """The same ``run.map`` name in successive ``run.iterate`` items: each item fans out to
+    children of its own, and the loop goes on after each join."""
+    store = MemoryStore()
+    ran: Counter[int] = Counter()
+
+    @longrun(checkpoint=store, run_id=lambda e: e["id"])
+    def handler(event: Any, context: Any) -> Any:
+        run = current_run()
+        if "i" in event:
+            ran[event["i"]] += 1
+            return event["i"] * 10
+        totals = run.state.setdefault("totals", [])
+        for batch in run.iterate(range(3), name="batches"):
+            results = run.map(
+                "batch", [{"i": batch * 100 + k} for k in range(4)], max_concurrency=2
+            )
+            totals.append(sum(results))
+        return totals
+
+    outcome = LambdaSim(store="handler").run(handler, {"id": PARENT}, faults=Faults("after"))
+    assert outcome.status == "completed", outcome.summary()
+    assert outcome.result == [60, 4060, 8060]
+    assert ran == Counter({b * 100 + k: 1 for b in range(3) for k in range(4)})
+    assert parent_hops(outcome) == [0, 1, 2, 3]
+
+
+def test_gc_keeps_the_children_of_a_live_parent() -> None:
+    """Finished children of a parent still waiting for the rest are not garbage: the
+    parent reads their results from their checkpoints. Once it settles, they go."""
+    from longrun.gc import collect_garbage
+
+    store = MemoryStore()
+    tokens: list[str] = []
+
+    @longrun(checkpoint=store, run_id=lambda e: e["id"])
+    def handler(event: Any, context: Any) -> Any:
+        run = current_run()
+        if "i" in event:
+            if event["i"] == 2:
+                tokens.append(run.callback("last"))
+                run.wait_for_callback("last")
+            return event["i"]
+        return sum(run.map("m", [{"i": i} for i in range(3)], max_concurrency=3))
+
+    sim = LambdaSim(store="handler")
+    assert sim.run(handler, {"id": PARENT}).status == "waiting"
+    later = sim.clock.wall_ms() + 86_400_000
+    kept = collect_garbage(store, older_than_s=3600, now_ms=later)
+    digest = map_digest(PARENT, "m")
+    assert kept.deleted == []
+    assert (
+        kept.kept[child_run_id(PARENT, digest, 0)] == f"a child of run {PARENT}, which is waiting"
+    )
+    done = sim.send_callback(tokens[0], None, store=store)
+    assert done.status == "completed" and done.result == 3
+    gone = collect_garbage(store, older_than_s=3600, now_ms=later + 86_400_000)
+    assert sorted(gone.deleted) == sorted(
+        [PARENT] + [child_run_id(PARENT, digest, i) for i in range(3)]
+    )
