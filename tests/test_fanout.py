@@ -551,3 +551,45 @@ def test_gc_keeps_the_children_of_a_live_parent() -> None:
     assert sorted(gone.deleted) == sorted(
         [PARENT] + [child_run_id(PARENT, digest, i) for i in range(3)]
     )
+
+
+def test_children_go_to_the_named_function_as_the_parents_tenant() -> None:
+    """``function=`` names the function the children are invoked in; each child start and
+    the parent's wake-up carry the parent's tenant (a function in per-tenant isolation)."""
+    from longrun import ports
+    from longrun.fanout import make_child_event
+    from longrun.testing import FakeContext, RecordingTransport, VirtualClock
+
+    store = MemoryStore()
+
+    @longrun(checkpoint=store, run_id=lambda e: e["id"])
+    def handler(event: Any, context: Any) -> Any:
+        run = current_run()
+        if "i" in event:
+            return event["i"]
+        return sum(
+            run.map("m", [{"i": i} for i in range(3)], max_concurrency=2, function="workers")
+        )
+
+    sent = RecordingTransport()
+    clock = VirtualClock()
+    with ports.installed(transport=sent, clock=clock):
+        answer = handler({"id": PARENT}, FakeContext(clock, timeout_s=60, tenant_id="acme"))
+        assert answer["longrun"]["status"] == "waiting"
+        digest = map_digest(PARENT, "m")
+        assert sent.calls == [
+            ("workers", make_child_event(PARENT, digest, i), "acme") for i in (0, 1)
+        ]
+        # the children run (in the named function: here the same code), each as the tenant
+        handler(sent.calls[0][1], FakeContext(clock, timeout_s=60, tenant_id="acme"))
+        assert sent.calls[2] == ("workers", make_child_event(PARENT, digest, 2), "acme")
+        for call in (sent.calls[1], sent.calls[2]):
+            handler(call[1], FakeContext(clock, timeout_s=60, tenant_id="acme"))
+        for i in (0, 1, 2):
+            assert store.load(child_run_id(PARENT, digest, i)).checkpoint.tenant_id == "acme"
+        assert len(sent.calls) == 4
+        wake = sent.calls[-1]
+        assert wake[1] == {"longrun": {"v": 1, "run_id": PARENT, "hop": 1}} and wake[2] == "acme"
+        assert wake[0].endswith(":function:longrun-sim")  # the parent's own function
+        done = handler(wake[1], FakeContext(clock, timeout_s=60, tenant_id="acme"))
+    assert done == 3

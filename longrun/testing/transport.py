@@ -22,6 +22,8 @@ class RecordingTransport(Transport):
 
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
+        self.calls: list[tuple[str, dict[str, Any], str | None]] = []
+        """Every invoke: ``(function, event, tenant_id)``."""
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
@@ -39,6 +41,7 @@ class RecordingTransport(Transport):
             run_id = child_run_id(*parsed)
         with self._lock:
             self.sent.append(envelope)
+            self.calls.append((function, envelope, tenant_id))
             self._pending.setdefault(run_id, []).append(envelope)
 
     def next(self, run_id: str) -> dict[str, Any]:
