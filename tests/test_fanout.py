@@ -593,3 +593,47 @@ def test_children_go_to_the_named_function_as_the_parents_tenant() -> None:
         assert wake[0].endswith(":function:longrun-sim")  # the parent's own function
         done = handler(wake[1], FakeContext(clock, timeout_s=60, tenant_id="acme"))
     assert done == 3
+
+
+def test_join_writes_whose_s3_reply_is_lost_count_once(moto_server: str) -> None:
+    """On S3 (moto): every other conditional write of the join record commits, then its
+    reply is lost, so botocore's own retry resends it and meets 412. The joining child
+    reads the record again, finds its bit set, and counts nothing twice."""
+    import uuid
+
+    import boto3
+
+    from longrun import S3Store
+
+    client = boto3.session.Session().client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    bucket = f"longrun-fan-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    lost: list[int] = []
+    seen = Counter[str]()
+
+    def needs_retry(
+        response: Any = None, attempts: int = 1, request_dict: Any = None, **_: Any
+    ) -> float | None:
+        key = str((request_dict or {}).get("url_path", "")).split("?", 1)[0]
+        if not key.endswith("/join.json") or attempts != 1 or response is None:
+            return None
+        if response[0].status_code != 200:
+            return None
+        seen["ok"] += 1
+        if seen["ok"] % 2 == 0:
+            lost.append(seen["ok"])
+            return 0  # resend the committed write: S3 answers 412
+        return None
+
+    client.meta.events.register_first("needs-retry.s3.PutObject", needs_retry)
+    work: Counter[tuple[int, int]] = Counter()
+    store = S3Store(bucket, "runs/", client=client)
+    handler = fan_job(store, work, n=12, limit=3)
+    outcome = LambdaSim(store="handler").run(handler, {"id": PARENT}, max_invocations=500)
+    assert outcome.status == "completed", outcome.summary()
+    assert outcome.result["sum"] == expected_sum(12, {}, set())
+    assert len(lost) >= 10  # about half of the two join writes per child
+    assert set(work.values()) == {1} and len(work) == 24
+    join = json.loads(store.read_object(join_name(PARENT, map_digest(PARENT, "items"))) or b"")
+    assert (join["ok"], join["started"], join["launch"], join["failed"]) == (12, 12, {}, [])
+    assert parent_hops(outcome) == [0, 1]
