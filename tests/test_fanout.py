@@ -66,22 +66,27 @@ def expected_sum(n: int, units: dict[int, int], skip: set[int]) -> int:
     return sum(i * k for i in range(n) if i not in skip for k in range(units.get(i, 2)))
 
 
-def child_spans(outcome: Outcome, parent: str) -> list[tuple[int, int]]:
-    """Per child: the positions of its first and last invocation that ran it."""
-    spans: dict[str, list[int]] = {}
-    for position, record in enumerate(outcome.invocations):
-        if record.run_id and record.run_id != parent:
-            spans.setdefault(record.run_id, [position, position])[1] = position
-    return [(a, b) for a, b in spans.values()]
+class Watching(MemoryStore):
+    """A MemoryStore that follows the children at work: created and not settled (for the
+    join), at every checkpoint write; ``peak`` is the most there were at once."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: set[str] = set()
+        self.peak = 0
 
-def most_at_once(spans: list[tuple[int, int]]) -> int:
-    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
-    live = peak = 0
-    for _, change in events:
-        live += change
-        peak = max(peak, live)
-    return peak
+    def _write(self, checkpoint: Any, token: Any) -> Any:
+        from longrun.fanout import child_outcome
+
+        loaded = super()._write(checkpoint, token)
+        written = loaded.checkpoint
+        if written.parent is not None:
+            if child_outcome(written) is None:
+                self.live.add(written.run_id)
+            else:
+                self.live.discard(written.run_id)
+            self.peak = max(self.peak, len(self.live))
+        return loaded
 
 
 def join_record(store: CheckpointStore, parent: str = PARENT, name: str = "items") -> Any:
@@ -94,12 +99,41 @@ def parent_hops(outcome: Outcome, parent: str = PARENT) -> list[int]:
     return [r.hop for r in outcome.invocations if r.run_id == parent and r.hop is not None]
 
 
+def gated_job(
+    store: CheckpointStore,
+    tokens: list[str],
+    *,
+    name: str,
+    n: int,
+    limit: int,
+    gated: Any = lambda i: True,
+    tolerated: int | None = None,
+) -> Any:
+    """A parent mapping ``n`` items under ``name``; child ``i`` returns ``i``, after waiting
+    for a callback (its token appended to ``tokens``) when ``gated(i)``. The parent returns
+    ``{"results": [...], "failed": [...]}``."""
+
+    @longrun(checkpoint=store, run_id=lambda e: e["id"])
+    def handler(event: Any, context: Any) -> Any:
+        run = current_run()
+        if "i" in event:
+            if gated(event["i"]):
+                tokens.append(run.callback("go"))
+                run.wait_for_callback("go")
+            return event["i"]
+        items = [{"i": i} for i in range(n)]
+        results = run.map(name, items, max_concurrency=limit, tolerated_failures=tolerated)
+        return {"results": list(results), "failed": results.failed}
+
+    return handler
+
+
 def test_a_thousand_children_at_fifty_with_hops_failures_duplicates_and_retries() -> None:
     n, limit = 1000, 50
     fails = {13, 400, 777}
     hops = {5, 250, 251, 999}
     work: Counter[tuple[int, int]] = Counter()
-    store = MemoryStore()
+    store = Watching()
     handler = fan_job(store, work, n=n, limit=limit, tolerated=5, fails=fails, hops=hops)
     outcome = LambdaSim(store="handler").run(
         handler,
@@ -134,16 +168,32 @@ def test_a_thousand_children_at_fifty_with_hops_failures_duplicates_and_retries(
     for i in fails:
         child = store.load(child_run_id(PARENT, map_digest(PARENT, "items"), i)).checkpoint
         assert child.status.value == "failed" and child.last_hop.attempt == 3
-    assert most_at_once(child_spans(outcome, PARENT)) <= limit
+    assert store.peak <= limit and not store.live
     # the parent's checkpoint holds the map's record, not its items
     parent_doc = outcome.document
     assert parent_doc is not None and len(json.dumps(parent_doc)) < 4000
 
 
+def test_children_that_all_hop_run_max_concurrency_at_once_and_never_more() -> None:
+    """Every child hops (its continuation waits in the queue behind the other children's
+    starts), so the simulator has as many children at work as the join lets start: exactly
+    ``max_concurrency``, never more, until the last ones finish."""
+    work: Counter[tuple[int, int]] = Counter()
+    store = Watching()
+    handler = fan_job(store, work, n=120, limit=25, hops=set(range(120)))
+    outcome = LambdaSim(store="handler").run(
+        handler, {"id": PARENT}, timeout_s=300.0, faults=Faults("after"), max_invocations=5000
+    )
+    assert outcome.status == "completed", outcome.summary()[-2000:]
+    assert outcome.result["sum"] == expected_sum(120, dict.fromkeys(range(120), 600), set())
+    assert store.peak == 25 and not store.live
+    assert set(work.values()) == {1}
+
+
 @pytest.mark.parametrize("faults", [Faults(), Faults("during"), Faults("after")], ids=str)
 def test_results_come_back_in_item_order_and_each_child_runs_once(faults: Faults) -> None:
     work: Counter[tuple[int, int]] = Counter()
-    store = MemoryStore()
+    store = Watching()
     handler = fan_job(store, work, n=30, limit=4, hops={3, 17})
     outcome = LambdaSim(store="handler").run(
         handler, {"id": PARENT}, timeout_s=300.0, faults=faults, max_invocations=5000
@@ -151,7 +201,7 @@ def test_results_come_back_in_item_order_and_each_child_runs_once(faults: Faults
     assert outcome.status == "completed", outcome.summary()
     assert outcome.result["sum"] == expected_sum(30, {3: 600, 17: 600}, set())
     assert set(work.values()) == {1}
-    assert most_at_once(child_spans(outcome, PARENT)) <= 4
+    assert store.peak <= 4 and not store.live
     assert parent_hops(outcome) == [0, 1]
 
 
@@ -295,15 +345,7 @@ def test_a_join_write_whose_reply_is_lost_counts_once(mode: str) -> None:
 def test_cancelling_the_parent_cancels_its_children_and_starts_no_more() -> None:
     store = MemoryStore()
     tokens: list[str] = []
-
-    @longrun(checkpoint=store, run_id=lambda e: e["id"])
-    def handler(event: Any, context: Any) -> Any:
-        run = current_run()
-        if "i" in event:
-            tokens.append(run.callback("go"))
-            return run.wait_for_callback("go")
-        return list(run.map("slow", [{"i": i} for i in range(10)], max_concurrency=3))
-
+    handler = gated_job(store, tokens, name="slow", n=10, limit=3)
     sim = LambdaSim(store="handler")
     outcome = sim.run(handler, {"id": PARENT})
     assert outcome.status == "waiting" and len(tokens) == 3
@@ -324,25 +366,13 @@ def test_cancelling_the_parent_cancels_its_children_and_starts_no_more() -> None
 def test_a_cancelled_child_counts_as_failed_and_the_parent_goes_on() -> None:
     store = MemoryStore()
     tokens: list[str] = []
-
-    @longrun(checkpoint=store, run_id=lambda e: e["id"])
-    def handler(event: Any, context: Any) -> Any:
-        run = current_run()
-        if "i" in event:
-            if event["i"] == 1:
-                tokens.append(run.callback("never"))
-                run.wait_for_callback("never")
-            return event["i"]
-        results = run.map(
-            "m", [{"i": i} for i in range(4)], max_concurrency=4, tolerated_failures=1
-        )
-        return {"failed": results.failed, "ok": [r for r in results if r is not None]}
+    handler = gated_job(store, tokens, name="m", n=4, limit=4, gated=lambda i: i == 1, tolerated=1)
 
     sim = LambdaSim(store="handler")
     assert sim.run(handler, {"id": PARENT}).status == "waiting"
     outcome = sim.cancel(child_run_id(PARENT, map_digest(PARENT, "m"), 1), store=store)
     assert outcome.status == "completed", outcome.summary()
-    assert outcome.result == {"failed": [1], "ok": [0, 2, 3]}
+    assert outcome.result == {"failed": [1], "results": [0, None, 2, 3]}
 
 
 def test_the_parent_checkpoint_stays_small_with_a_hundred_thousand_items() -> None:
@@ -422,15 +452,7 @@ def test_a_malformed_child_event_or_a_hand_edited_join_is_refused_clearly() -> N
 
     # a join record edited by hand: the child joining names the object and what to do
     tokens: list[str] = []
-
-    @longrun(checkpoint=store, run_id=lambda e: e["id"])
-    def waiting(event: Any, context: Any) -> Any:
-        run = current_run()
-        if "i" in event:
-            tokens.append(run.callback("go"))
-            return run.wait_for_callback("go")
-        return list(run.map("m", [{"i": i} for i in range(2)], max_concurrency=1))
-
+    waiting = gated_job(store, tokens, name="m", n=2, limit=1)
     sim = LambdaSim(store="handler")
     assert sim.run(waiting, {"id": PARENT}).status == "waiting"
     store.put_object(join_name(PARENT, map_digest(PARENT, "m")), b'{"hello": 1}')
@@ -454,16 +476,7 @@ def test_the_cli_shows_children_lists_them_and_cancel_stops_them(tmp_path: Path)
     ``cancel`` cancels them (a real process, on a FileStore a simulated run wrote)."""
     store = FileStore(tmp_path)
     tokens: list[str] = []
-
-    @longrun(checkpoint=store, run_id=lambda e: e["id"])
-    def handler(event: Any, context: Any) -> Any:
-        run = current_run()
-        if "i" in event:
-            if event["i"] % 2:
-                tokens.append(run.callback("go"))
-                run.wait_for_callback("go")
-            return event["i"]
-        return list(run.map("m", [{"i": i} for i in range(7)], max_concurrency=3))
+    handler = gated_job(store, tokens, name="m", n=7, limit=3, gated=lambda i: i % 2)
 
     sim = LambdaSim(store="handler")
     assert sim.run(handler, {"id": PARENT}).status == "waiting"
@@ -525,16 +538,7 @@ def test_gc_keeps_the_children_of_a_live_parent() -> None:
 
     store = MemoryStore()
     tokens: list[str] = []
-
-    @longrun(checkpoint=store, run_id=lambda e: e["id"])
-    def handler(event: Any, context: Any) -> Any:
-        run = current_run()
-        if "i" in event:
-            if event["i"] == 2:
-                tokens.append(run.callback("last"))
-                run.wait_for_callback("last")
-            return event["i"]
-        return sum(run.map("m", [{"i": i} for i in range(3)], max_concurrency=3))
+    handler = gated_job(store, tokens, name="m", n=3, limit=3, gated=lambda i: i == 2)
 
     sim = LambdaSim(store="handler")
     assert sim.run(handler, {"id": PARENT}).status == "waiting"
@@ -546,7 +550,7 @@ def test_gc_keeps_the_children_of_a_live_parent() -> None:
         kept.kept[child_run_id(PARENT, digest, 0)] == f"a child of run {PARENT}, which is waiting"
     )
     done = sim.send_callback(tokens[0], None, store=store)
-    assert done.status == "completed" and done.result == 3
+    assert done.status == "completed" and done.result == {"results": [0, 1, 2], "failed": []}
     gone = collect_garbage(store, older_than_s=3600, now_ms=later + 86_400_000)
     assert sorted(gone.deleted) == sorted(
         [PARENT] + [child_run_id(PARENT, digest, i) for i in range(3)]
