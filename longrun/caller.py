@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from .checkpoint import make_envelope
+from .checkpoint import EncodedParts, make_envelope
 from .config import Settings
 from .errors import (
     CheckpointConflict,
@@ -75,6 +75,8 @@ class Writer:
         self.writes: list[tuple[int, float]] = []
         """Bytes and seconds of each write by this invocation (for its metrics)."""
         self.lock = threading.RLock()  # the heartbeat thread writes too
+        self.parts = EncodedParts()
+        """The step records this writer encoded last (a ``run.step`` writes once a step)."""
 
     @classmethod
     def create(cls, store: CheckpointStore, ports: Ports, checkpoint: Checkpoint) -> Writer:
@@ -94,7 +96,7 @@ class Writer:
             previous = self.loaded
             with traced("checkpoint save", checkpoint.run_id, hop=checkpoint.hop, write=what):
                 loaded = self.store.replace(
-                    checkpoint, previous.token, previous=previous.checkpoint
+                    checkpoint, previous.token, previous=previous.checkpoint, parts=self.parts
                 )
             self._written(what, loaded, start)
             return loaded

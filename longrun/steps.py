@@ -66,6 +66,10 @@ class Retry:
         return base * (0.5 + random.random() / 2) if self.jitter else base
 
 
+_ONCE = Retry(attempts=1)
+"""The policy of a step without ``retry=``: one call."""
+
+
 def _check_name(kind: str, name: object) -> str:
     if not isinstance(name, str) or not name or "/" in name or name.startswith("#"):
         raise LongrunError(
@@ -184,7 +188,7 @@ def _flow(
     elif record is not None and record["state"] == "retrying":
         attempts = int(record.get("attempts", 1))
         yield from _wait(run, path, record, int(record.get("until_ms") or 0), "retry")
-    policy = retry or Retry(attempts=1)
+    policy = retry or _ONCE
     while True:
         attempts += 1
         if at_most_once:
