@@ -76,7 +76,8 @@ class Writer:
         """Bytes and seconds of each write by this invocation (for its metrics)."""
         self.lock = threading.RLock()  # the heartbeat thread writes too
         self.parts = EncodedParts()
-        """The step records this writer encoded last (a ``run.step`` writes once a step)."""
+        """The step records this writer encoded last (``run.step`` writes once a step: the
+        next write re-encodes only the records replaced since)."""
 
     @classmethod
     def create(cls, store: CheckpointStore, ports: Ports, checkpoint: Checkpoint) -> Writer:
@@ -105,7 +106,7 @@ class Writer:
         self.write_s = self.ports.clock.mono() - start
         self.writes.append((loaded.size, self.write_s))
         self.loaded = loaded
-        self.ports.observer.after_write(loaded.checkpoint.run_id, what, loaded.document)
+        self.ports.observer.written(loaded.checkpoint.run_id, what, loaded)
 
     def stored(self) -> Checkpoint:
         """The last document written, as stored: not sharing live objects (``run.state``)."""

@@ -368,10 +368,12 @@ class EncodedParts:
     encoded, so an id is never reused while cached; a path no longer in the document is
     dropped at the next write."""
 
-    __slots__ = ("records",)
+    __slots__ = ("keys", "records")
 
     def __init__(self) -> None:
         self.records: dict[str, tuple[Any, bytes]] = {}
+        self.keys: dict[str, bytes] = {}
+        """Each path as a JSON key (``"path":``)."""
 
 
 def _key_bytes(key: str) -> bytes:
@@ -393,12 +395,18 @@ def _encode_steps(steps: dict[str, Any], encode: _Encoder, parts: EncodedParts |
         data = encode(record)
         if data is None:
             return None
-        piece = _key_bytes(path) + data
-        if parts is not None:
+        if parts is None:
+            piece = _key_bytes(path) + data
+        else:
+            key = parts.keys.get(path)
+            if key is None:
+                key = parts.keys[path] = _key_bytes(path)
+            piece = key + data
             known[path] = (record, piece)
         pieces.append(piece)
     if parts is not None and len(known) > len(steps):
         parts.records = {path: known[path] for path in steps if path in known}
+        parts.keys = {path: parts.keys[path] for path in parts.records}
     return b"{" + b",".join(pieces) + b"}"
 
 
