@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import random
 import time
 from collections.abc import Callable, Generator
@@ -225,6 +226,11 @@ def _flow(
 
 
 def _store_result(run: Run, path: str, scope: list[int], result: Any, attempts: int) -> None:
+    record: dict[str, Any] = {"state": "done", "scope": scope, "attempts": attempts}
+    if _small_scalar(result):  # plain JSON and inline: nothing to check or measure
+        record["result"] = result
+        run._step_records[path] = record
+        return
     if not is_plain_json(result):
         raise StateNotSerializable(
             f"run.step({path!r}) returned {shown(result, 80)}, which is not plain JSON "
@@ -233,7 +239,6 @@ def _store_result(run: Run, path: str, scope: list[int], result: Any, attempts: 
             path=f"run.steps[{path!r}]",
         )
     data = _encode(result)
-    record: dict[str, Any] = {"state": "done", "scope": scope, "attempts": attempts}
     if len(data) > INLINE_LIMIT and run._side is not None:
         digest = hashlib.sha256(f"{path}|{scope}".encode()).hexdigest()[:32]
         ref = f"{run.id}/steps/{digest}.json"
@@ -242,6 +247,18 @@ def _store_result(run: Run, path: str, scope: list[int], result: Any, attempts: 
     else:
         record["result"] = result
     run._step_records[path] = record
+
+
+def _small_scalar(value: Any) -> bool:
+    """Whether ``value`` is a JSON scalar far below ``INLINE_LIMIT`` (most step results)."""
+    kind = type(value)
+    if kind is int:
+        return -(2**63) <= value < 2**64
+    if kind is str:
+        return len(value) <= INLINE_LIMIT // 8  # (at most 6 bytes a character, quoted)
+    if kind is float:
+        return math.isfinite(value)
+    return value is None or kind is bool
 
 
 def _encode(result: Any) -> bytes:
