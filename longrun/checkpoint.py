@@ -380,7 +380,9 @@ def _key_bytes(key: str) -> bytes:
     return json.dumps(key).encode("ascii") + b":"
 
 
-def _encode_steps(steps: dict[str, Any], encode: _Encoder, parts: EncodedParts | None) -> bytes | None:
+def _encode_steps(
+    steps: dict[str, Any], encode: _Encoder, parts: EncodedParts | None
+) -> bytes | None:
     """The ``steps`` map as JSON: each record from ``parts`` when it is the object encoded
     last time, else encoded (as a checked part) and remembered."""
     known = parts.records if parts is not None else {}

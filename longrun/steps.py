@@ -253,7 +253,7 @@ def _small_scalar(value: Any) -> bool:
     """Whether ``value`` is a JSON scalar far below ``INLINE_LIMIT`` (most step results)."""
     kind = type(value)
     if kind is int:
-        return -(2**63) <= value < 2**64
+        return bool(-(2**63) <= value < 2**64)
     if kind is str:
         return len(value) <= INLINE_LIMIT // 8  # (at most 6 bytes a character, quoted)
     if kind is float:

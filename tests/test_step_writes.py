@@ -49,7 +49,7 @@ def test_incremental_writes_equal_writes_from_scratch_across_steps_and_hops() ->
         if flaky["left"]:
             flaky["left"] -= 1
             raise ValueError("flaky")
-        return {"i": i, "none": None, "text": "é\u2028\"q\"", "f": 0.5}
+        return {"i": i, "none": None, "text": 'é\u2028"q"', "f": 0.5}
 
     @longrun(checkpoint=store, run_id=lambda e: "inc", min_margin_ms=1000)
     def handler(event: Any, context: Any) -> int:
