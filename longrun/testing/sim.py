@@ -189,12 +189,9 @@ class _SimHooks(ports.Clock, ports.Transport, ports.Observer):
             self.duplicated = True
             sim._deliver(sim.faults.duplicate_of(self.delivery))
 
-    def after_write(self, run_id: str, what: str, document: Mapping[str, Any]) -> None:
-        self.sim._run_id = run_id
-        self.sim._checkpoints.append(_copy(document))
-
     def written(self, run_id: str, what: str, loaded: Any) -> None:
-        # The stored bytes are the snapshot: decoding them is half the cost of a deep copy.
+        # (not after_write: the stored bytes are the snapshot, and decoding them costs half
+        # a deep copy of the document)
         self.sim._run_id = run_id
         self.sim._checkpoints.append(_decoded(loaded.data))
 
@@ -549,17 +546,6 @@ class LambdaSim:
             clock=self.clock,
             store=self._store_used,
         )
-
-
-def _copy(document: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of a written document (plain JSON), through orjson when it takes it."""
-    try:
-        import orjson
-
-        copied: dict[str, Any] = orjson.loads(orjson.dumps(document))
-        return copied
-    except (ImportError, TypeError):  # a stdlib-encoded part (an enum, a UUID): the slow way
-        return dict(json.loads(json.dumps(document, default=str)))
 
 
 def _decoded(data: bytes) -> dict[str, Any]:
