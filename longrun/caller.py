@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from .checkpoint import make_envelope
+from .checkpoint import EncodedParts, make_envelope
 from .config import Settings
 from .errors import (
     CheckpointConflict,
@@ -75,6 +75,9 @@ class Writer:
         self.writes: list[tuple[int, float]] = []
         """Bytes and seconds of each write by this invocation (for its metrics)."""
         self.lock = threading.RLock()  # the heartbeat thread writes too
+        self.parts = EncodedParts()
+        """The step records this writer encoded last (``run.step`` writes once a step: the
+        next write re-encodes only the records replaced since)."""
 
     @classmethod
     def create(cls, store: CheckpointStore, ports: Ports, checkpoint: Checkpoint) -> Writer:
@@ -94,7 +97,7 @@ class Writer:
             previous = self.loaded
             with traced("checkpoint save", checkpoint.run_id, hop=checkpoint.hop, write=what):
                 loaded = self.store.replace(
-                    checkpoint, previous.token, previous=previous.checkpoint
+                    checkpoint, previous.token, previous=previous.checkpoint, parts=self.parts
                 )
             self._written(what, loaded, start)
             return loaded
@@ -103,7 +106,7 @@ class Writer:
         self.write_s = self.ports.clock.mono() - start
         self.writes.append((loaded.size, self.write_s))
         self.loaded = loaded
-        self.ports.observer.after_write(loaded.checkpoint.run_id, what, loaded.document)
+        self.ports.observer.written(loaded.checkpoint.run_id, what, loaded)
 
     def stored(self) -> Checkpoint:
         """The last document written, as stored: not sharing live objects (``run.state``)."""

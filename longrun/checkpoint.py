@@ -234,6 +234,8 @@ ENV_CODEC = "LONGRUN_JSON_CODEC"
 
 _Encoder = Callable[[Any], "bytes | None"]
 _ENCODER: list[_Encoder] = []
+_UNCHECKED: dict[_Encoder, _Encoder] = {}
+"""orjson's part encoder without the ``null`` check, for the protocol's trusted fields."""
 
 
 def _is_uuid(value: Any) -> bool:
@@ -294,6 +296,14 @@ def _make_orjson_part() -> _Encoder | None:
             return data
         return _stdlib_part(value)  # (tuples, which compare unequal to lists, land here too)
 
+    def trusted(value: Any) -> bytes | None:
+        try:
+            data: bytes = dumps(value, default=refuse, option=options)
+        except encode_error:
+            return _stdlib_part(value)
+        return data
+
+    _UNCHECKED[part] = trusted
     return part
 
 
@@ -333,27 +343,116 @@ class _EventCache:
 
 
 _EVENTS = _EventCache()
-_KEYS = {name: f'"{name}":'.encode() for name in _USER_PARTS}
+_KEYS = {name: f'"{name}":'.encode() for name in (*_USER_PARTS, "timing", "steps", "wait")}
+
+_TRUSTED = frozenset(
+    {
+        "format", "seq", "write_id", "run_id", "status", "hop", "origin_request_id",
+        "function", "created_ms", "updated_ms", "claim", "hops", "result_note", "error",
+        "next", "escalation", "tenant_id", "notice", "waits",
+    }
+)  # fmt: skip
+"""The protocol's own fields that hold no float (ids, statuses, counters, epoch ms): orjson
+cannot turn one of them into ``null``, so they are encoded in one piece without the ``null``
+check. Every other field (``timing``, ``steps``, ``wait``, the user parts, and any field this
+list does not name) is encoded as a checked part."""
 
 
-def encode_document(document: Mapping[str, Any]) -> bytes:
-    """Serialise a checkpoint document; StateNotSerializable names the offending value."""
-    encode = _encoder()
-    # longrun's own fields first (so "format" and "seq" lead, as FileStore reads them), in
-    # one piece; then each user part on its own (the event from the cache).
-    head = encode({k: v for k, v in document.items() if k not in _USER_PARTS})
-    if head is not None:
-        pieces = [head[:-1]]  # without its "}"
-        for name in _USER_PARTS:
-            if name in document:
-                value = document[name]
-                data = _EVENTS.encode(value, encode) if name == "event" else encode(value)
-                if data is None:
-                    break
-                pieces += (b"," if len(pieces) > 1 or head != b"{}" else b"", _KEYS[name], data)
+_HEAD_OR_USER = _TRUSTED | frozenset(_USER_PARTS)
+
+
+class EncodedParts:
+    """The encoded step records of a run's last write, kept by one writer (one hop) for its
+    next write: a step record is replaced, never changed in place, so a record that is the
+    very object encoded last time has the same bytes. The cache holds the records it
+    encoded, so an id is never reused while cached; a path no longer in the document is
+    dropped at the next write."""
+
+    __slots__ = ("keys", "records")
+
+    def __init__(self) -> None:
+        self.records: dict[str, tuple[Any, bytes]] = {}
+        self.keys: dict[str, bytes] = {}
+        """Each path as a JSON key (``"path":``)."""
+
+
+def _key_bytes(key: str) -> bytes:
+    return json.dumps(key).encode("ascii") + b":"
+
+
+def _encode_steps(
+    steps: dict[str, Any], encode: _Encoder, parts: EncodedParts | None
+) -> bytes | None:
+    """The ``steps`` map as JSON: each record from ``parts`` when it is the object encoded
+    last time, else encoded (as a checked part) and remembered."""
+    known = parts.records if parts is not None else {}
+    pieces: list[bytes] = []
+    for path, record in steps.items():
+        hit = known.get(path)
+        if hit is not None and hit[0] is record:
+            pieces.append(hit[1])
+            continue
+        if type(path) is not str:
+            return None
+        data = encode(record)
+        if data is None:
+            return None
+        if parts is None:
+            piece = _key_bytes(path) + data
         else:
-            pieces.append(b"}")
-            return b"".join(pieces)  # (one copy of the parts)
+            key = parts.keys.get(path)
+            if key is None:
+                key = parts.keys[path] = _key_bytes(path)
+            piece = key + data
+            known[path] = (record, piece)
+        pieces.append(piece)
+    if parts is not None and len(known) > len(steps):
+        parts.records = {path: known[path] for path in steps if path in known}
+        parts.keys = {path: parts.keys[path] for path in parts.records}
+    return b"{" + b",".join(pieces) + b"}"
+
+
+def encode_document(document: Mapping[str, Any], parts: EncodedParts | None = None) -> bytes:
+    """Serialise a checkpoint document; StateNotSerializable names the offending value.
+
+    ``parts``: the step records encoded by this writer's last write, reused where unchanged
+    (see :class:`EncodedParts`); the bytes are the same with or without it."""
+    encode = _encoder()
+    # longrun's own fields first (so "format" and "seq" lead, as FileStore reads them): the
+    # trusted ones in one piece, then each other field on its own, then each user part (the
+    # event from the cache).
+    head = {key: value for key, value in document.items() if key in _TRUSTED}
+    first = _UNCHECKED.get(encode, encode)(head)
+    if first is not None:
+        pieces = [first[:-1]]  # without its "}"
+        comma = first != b"{}"
+        for key in [key for key in document if key not in _HEAD_OR_USER]:
+            value = document[key]
+            if key == "steps" and type(value) is dict:
+                data = _encode_steps(value, encode, parts)
+            else:
+                data = encode(value) if type(key) is str else None
+            if data is None:
+                break
+            pieces += (b"," if comma else b"", _KEYS.get(key) or _key_bytes(key), data)
+            comma = True
+        else:
+            for name in _USER_PARTS:
+                if name in document:
+                    value = document[name]
+                    if value is None:
+                        data = b"null"
+                    elif name == "event":
+                        data = _EVENTS.encode(value, encode)
+                    else:
+                        data = encode(value)
+                    if data is None:
+                        break
+                    pieces += (b"," if comma else b"", _KEYS[name], data)
+                    comma = True
+            else:
+                pieces.append(b"}")
+                return b"".join(pieces)  # (one copy of the parts)
     found = None
     for part in (*_USER_PARTS, *(k for k in document if k not in _USER_PARTS)):
         if part in document:

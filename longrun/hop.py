@@ -196,18 +196,24 @@ class ClaimedHop:
             )
         now = self.clock.wall_ms()
         last = self.writer.loaded.checkpoint
-        hops = list(last.hops)
-        entry = _with(hops[self.hop_index], items=run.items_done())
+        hops = last.hops
+        entry = hops[self.hop_index]
+        items = run.items_done()
         if outcome is not None:
-            entry = _with(entry, ended_ms=now, outcome=outcome)
-        hops[self.hop_index] = entry
+            entry = _with(entry, items=items, ended_ms=now, outcome=outcome)
+        elif entry.items != items:
+            entry = _with(entry, items=items)
+        if entry is not hops[self.hop_index]:  # (else the history is unchanged: kept as is)
+            changed = list(hops)
+            changed[self.hop_index] = entry
+            hops = tuple(changed)
         return last.replace(
             status=status,
             updated_ms=now,
             state=run.state,
             cursors={path: _cursor(c) for path, c in run.cursors().items()},
             timing=run._timer.carry(),
-            hops=tuple(hops),
+            hops=hops,
             # records are replaced, never changed in place: a shallow copy is a snapshot
             steps=dict(run.step_records()),
             **changes,
@@ -632,12 +638,24 @@ class DetachedHop:
 
 
 def _with(entry: HopEntry, **changes: Any) -> HopEntry:
-    return dataclasses.replace(entry, **changes)
+    """``entry`` with ``changes`` (fields of HopEntry). A copy of its fields, not
+    ``dataclasses.replace`` (which re-runs ``__init__``): a hop writes once a step."""
+    unknown = changes.keys() - _HOP_FIELDS
+    if unknown:
+        raise TypeError(f"HopEntry has no field {sorted(unknown)[0]!r}")
+    copy = object.__new__(HopEntry)
+    copy.__dict__.update(entry.__dict__, **changes)
+    return copy
+
+
+_HOP_FIELDS = frozenset(f.name for f in dataclasses.fields(HopEntry))
 
 
 def _cursor(entry: dict[str, Any]) -> Cursor:
-    """A live loop position (from ``run.cursors()``) as the protocol stores it."""
-    return Cursor(
+    """A live loop position (from ``run.cursors()``) as the protocol stores it (its fields
+    set directly: the frozen dataclass's ``__init__`` costs a microsecond a write)."""
+    cursor = object.__new__(Cursor)
+    cursor.__dict__.update(
         pos=entry["pos"],
         done=entry["done"],
         key=entry.get("key"),
@@ -645,6 +663,7 @@ def _cursor(entry: dict[str, Any]) -> Cursor:
         ordered=bool(entry.get("ordered", False)),
         total=entry.get("total"),
     )
+    return cursor
 
 
 def _error(exc: BaseException, terminal: bool) -> ErrorRecord:

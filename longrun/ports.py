@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # annotations only: ports sit below the modules that use them
     from .config import FargateSettings
     from .run import Run
+    from .stores.base import Loaded
 
 __all__ = ["Clock", "Observer", "Ports", "Transport", "active", "installed", "mono_function"]
 
@@ -108,6 +109,14 @@ class Observer:
 
     def after_write(self, run_id: str, what: str, document: Mapping[str, Any]) -> None:
         """Called after every successful checkpoint write with the document written."""
+
+    def written(self, run_id: str, what: str, loaded: Loaded) -> None:
+        """Called after every successful checkpoint write with what was stored: the typed
+        document, its bytes as stored (``loaded.data``) and the document as a dict. By
+        default it calls :meth:`after_write` with the dict; an observer that keeps what was
+        written overrides it to read the bytes (a snapshot that shares nothing with the
+        live ``run.state``)."""
+        self.after_write(run_id, what, loaded.document)
 
     def on_run(self, run: Run, heartbeat: Callable[[], bool]) -> None:
         """Called once the hop holds its claim, with the live run handle and the function

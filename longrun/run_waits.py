@@ -56,8 +56,7 @@ class WaitsMixin:
         (a backoff longer than the hop has left ends the hop; the run is woken after it).
         ``at_most_once``: a call interrupted midway is not made again; the next
         ``run.step`` of that name raises ``StepInterrupted``."""
-        from .steps import step
-
+        step = _STEP[0] if _STEP else _load_step()
         result: T = step(_run(self), name, fn, args, kwargs, retry=retry, at_most_once=at_most_once)
         return result
 
@@ -134,6 +133,18 @@ class WaitsMixin:
     def step_records(self) -> dict[str, dict[str, Any]]:
         """The step and sleep records as they would be saved now."""
         return _run(self)._step_records
+
+
+_STEP: list[Callable[..., Any]] = []
+"""``longrun.steps.step`` once imported (on first use: not at cold start; then without an
+import statement at every step)."""
+
+
+def _load_step() -> Callable[..., Any]:
+    from .steps import step
+
+    _STEP.append(step)
+    return step
 
 
 def _run(mixin: WaitsMixin) -> Run:

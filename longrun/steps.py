@@ -20,11 +20,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import random
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import FunctionType
 from typing import TYPE_CHECKING, Any
 
 from .checkpoint import is_plain_json
@@ -64,6 +66,10 @@ class Retry:
         """The wait after failed call number ``attempt`` (1-based)."""
         base = float(min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1)))
         return base * (0.5 + random.random() / 2) if self.jitter else base
+
+
+_ONCE = Retry(attempts=1)
+"""The policy of a step without ``retry=``: one call."""
 
 
 def _check_name(kind: str, name: object) -> str:
@@ -106,9 +112,17 @@ def step(
     """``run.step``: see the module docstring. For a coroutine function, the result is a
     coroutine to await (``await run.step("fetch", fetch_async, url)``)."""
     flow = _flow(run, name, fn, retry, at_most_once)
-    if inspect.iscoroutinefunction(fn):
+    if _is_async(fn):
         return _adrive(flow, fn, args, kwargs)
     return _drive(flow, fn, args, kwargs)
+
+
+def _is_async(fn: Any) -> bool:
+    """``inspect.iscoroutinefunction(fn)``, its answer for a plain function read straight
+    from the code flags (a step asks at every call)."""
+    if type(fn) is FunctionType and not hasattr(fn, "_is_coroutine_marker"):
+        return bool(fn.__code__.co_flags & inspect.CO_COROUTINE)
+    return inspect.iscoroutinefunction(fn)
 
 
 _Op = tuple[str, float]
@@ -184,7 +198,7 @@ def _flow(
     elif record is not None and record["state"] == "retrying":
         attempts = int(record.get("attempts", 1))
         yield from _wait(run, path, record, int(record.get("until_ms") or 0), "retry")
-    policy = retry or Retry(attempts=1)
+    policy = retry or _ONCE
     while True:
         attempts += 1
         if at_most_once:
@@ -212,6 +226,11 @@ def _flow(
 
 
 def _store_result(run: Run, path: str, scope: list[int], result: Any, attempts: int) -> None:
+    record: dict[str, Any] = {"state": "done", "scope": scope, "attempts": attempts}
+    if _small_scalar(result):  # plain JSON and inline: nothing to check or measure
+        record["result"] = result
+        run._step_records[path] = record
+        return
     if not is_plain_json(result):
         raise StateNotSerializable(
             f"run.step({path!r}) returned {shown(result, 80)}, which is not plain JSON "
@@ -220,7 +239,6 @@ def _store_result(run: Run, path: str, scope: list[int], result: Any, attempts: 
             path=f"run.steps[{path!r}]",
         )
     data = _encode(result)
-    record: dict[str, Any] = {"state": "done", "scope": scope, "attempts": attempts}
     if len(data) > INLINE_LIMIT and run._side is not None:
         digest = hashlib.sha256(f"{path}|{scope}".encode()).hexdigest()[:32]
         ref = f"{run.id}/steps/{digest}.json"
@@ -229,6 +247,18 @@ def _store_result(run: Run, path: str, scope: list[int], result: Any, attempts: 
     else:
         record["result"] = result
     run._step_records[path] = record
+
+
+def _small_scalar(value: Any) -> bool:
+    """Whether ``value`` is a JSON scalar far below ``INLINE_LIMIT`` (most step results)."""
+    kind = type(value)
+    if kind is int:
+        return bool(-(2**63) <= value < 2**64)
+    if kind is str:
+        return len(value) <= INLINE_LIMIT // 8  # (at most 6 bytes a character, quoted)
+    if kind is float:
+        return math.isfinite(value)
+    return value is None or kind is bool
 
 
 def _encode(result: Any) -> bytes:

@@ -75,10 +75,10 @@ class Watching(MemoryStore):
         self.live: set[str] = set()
         self.peak = 0
 
-    def _write(self, checkpoint: Any, token: Any) -> Any:
+    def _write(self, checkpoint: Any, token: Any, *rest: Any) -> Any:
         from longrun.fanout import child_outcome
 
-        loaded = super()._write(checkpoint, token)
+        loaded = super()._write(checkpoint, token, *rest)
         written = loaded.checkpoint
         if written.parent is not None:
             if child_outcome(written) is None:
@@ -641,3 +641,42 @@ def test_join_writes_whose_s3_reply_is_lost_count_once(moto_server: str) -> None
     join = json.loads(store.read_object(join_name(PARENT, map_digest(PARENT, "items"))) or b"")
     assert (join["ok"], join["started"], join["launch"], join["failed"]) == (12, 12, {}, [])
     assert parent_hops(outcome) == [0, 1]
+
+
+def test_recursion_refused_between_children_is_named_and_a_resume_starts_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """AWS's recursive loop detection refuses the start of a child by a child: that child's
+    invocation fails naming the setting (its own result is stored and joined). Once
+    recursion is allowed, ``longrun resume PARENT`` starts the children again."""
+    from botocore.exceptions import ClientError
+
+    from longrun.testing import sim as sim_module
+
+    store = MemoryStore()
+    work: Counter[tuple[int, int]] = Counter()
+    handler = fan_job(store, work, n=3, limit=1)
+    real = sim_module._SimHooks.invoke_async
+
+    def refusing(self: Any, function: str, payload: bytes, client: Any, **kw: Any) -> None:
+        by_child = "longrun_child" in self.delivery.event  # a child's invocation (and retries)
+        if by_child and b"longrun_child" in payload:
+            error = {"Error": {"Code": "RecursiveInvocationException", "Message": "loop"}}
+            raise ClientError(error, "Invoke")
+        real(self, function, payload, client, **kw)
+
+    monkeypatch.setattr(sim_module._SimHooks, "invoke_async", refusing)
+    sim = LambdaSim(store="handler")
+    stuck = sim.run(handler, {"id": PARENT}, max_invocations=100)
+    assert stuck.status == "waiting"
+    errors = {type(r.error).__name__: str(r.error) for r in stuck.invocations if r.error}
+    assert "put-function-recursion-config" in errors["RecursionStopped"]
+    assert f"longrun resume {PARENT}" in errors["RecursionStopped"]
+    join = join_record(store)
+    assert (join["ok"], join["started"], join["launch"]) == (1, 2, {"1": 0})
+
+    monkeypatch.setattr(sim_module._SimHooks, "invoke_async", real)  # recursion allowed
+    done = sim.resume_run(PARENT, store=store)
+    assert done.status == "completed", done.summary()
+    assert done.result["sum"] == expected_sum(3, {}, set())
+    assert set(work.values()) == {1} and len(work) == 6

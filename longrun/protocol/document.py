@@ -306,8 +306,8 @@ class Checkpoint:
         """A copy with ``changes`` (the dataclass is frozen). A shallow copy of the fields,
         not ``dataclasses.replace``: that re-runs ``__init__`` over two dozen fields, and a
         hop replaces its document at every write (``run.step`` writes once a step)."""
-        unknown = changes.keys() - _CHECKPOINT_FIELDS
-        if unknown:
+        if not _CHECKPOINT_FIELDS.issuperset(changes):
+            unknown = changes.keys() - _CHECKPOINT_FIELDS
             raise TypeError(f"Checkpoint has no field {sorted(unknown)[0]!r}")
         copy = object.__new__(Checkpoint)
         fields = copy.__dict__
@@ -352,7 +352,12 @@ class Checkpoint:
         if self.notice is not None:
             doc["notice"] = self.notice.to_json()
         if self.steps:
-            doc["steps"] = {path: dict(record) for path, record in self.steps.items()}
+            # records are replaced, never changed in place: the same objects, so a writer
+            # re-encodes only the records that changed (checkpoint.EncodedParts)
+            doc["steps"] = {
+                path: record if type(record) is dict else dict(record)
+                for path, record in self.steps.items()
+            }
         if self.wait is not None:
             doc["wait"] = dict(self.wait)
         if self.waits:

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..checkpoint import encode_document, validate_run_id
+from ..checkpoint import EncodedParts, encode_document, validate_run_id
 from ..errors import CheckpointConflict, RunNotFound, StoreError
 from ..protocol import (
     Checkpoint,
@@ -83,7 +83,7 @@ class CheckpointStore(ABC):
 
         The run's index marker (:mod:`longrun.stores.index`) is written first: a live run
         always has one."""
-        return self._indexed(_typed(checkpoint).replace(seq=1), None, None)
+        return self._indexed(_typed(checkpoint), 1, None, None)
 
     def replace(
         self,
@@ -91,27 +91,36 @@ class CheckpointStore(ABC):
         token: Token,
         *,
         previous: Checkpoint | None = None,
+        parts: EncodedParts | None = None,
     ) -> Loaded:
         """Replace the document read with ``token``; CheckpointConflict if it changed since.
 
         ``seq`` is bumped and a new ``write_id`` set in the document written. ``previous``
         is the document read with ``token``: when it had settled (a failed run taken over),
-        the run's index marker turns live again before the write.
+        the run's index marker turns live again before the write. ``parts``: the writer's
+        encoded step records, reused where unchanged (the bytes are the same without).
         """
         typed = _typed(checkpoint)
-        return self._indexed(typed.replace(seq=typed.seq + 1), token, previous)
+        return self._indexed(typed, typed.seq + 1, token, previous, parts)
 
     def _indexed(
-        self, checkpoint: Checkpoint, token: Token | None, previous: Checkpoint | None
+        self,
+        checkpoint: Checkpoint,
+        seq: int,
+        token: Token | None,
+        previous: Checkpoint | None,
+        parts: EncodedParts | None = None,
     ) -> Loaded:
-        """:meth:`_write`, with the index marker before a write that makes the run live
-        (an error there stops the write) and after one that settles it (an error there is
-        logged: the live marker stays, and readers fetch the checkpoint)."""
+        """:meth:`_write` of ``checkpoint`` as number ``seq`` with a fresh write id, with
+        the index marker before a write that makes the run live (an error there stops the
+        write) and after one that settles it (an error there is logged: the live marker
+        stays, and readers fetch the checkpoint)."""
+        checkpoint = checkpoint.replace(seq=seq, write_id=new_write_id())
         settles = checkpoint.status in SETTLED
         revives = token is None or (previous is not None and previous.status in SETTLED)
         if not settles and revives:
             self._put(Marker.of(checkpoint).key, b"")
-        loaded = self._write(checkpoint, token)
+        loaded = self._write(checkpoint, token, parts)
         if settles:
             self._mark_settled(loaded.checkpoint)
         return loaded
@@ -142,17 +151,19 @@ class CheckpointStore(ABC):
         found = (Marker.parse(key) for key in self._list_under(INDEX_DIR + "/"))
         return [marker for marker in found if marker is not None]
 
-    def _write(self, checkpoint: Checkpoint, token: Token | None) -> Loaded:
-        """One conditional write (create when ``token`` is None), carrying a fresh write id.
+    def _write(
+        self, checkpoint: Checkpoint, token: Token | None, parts: EncodedParts | None = None
+    ) -> Loaded:
+        """One conditional write (create when ``token`` is None) of ``checkpoint``, which
+        carries a fresh write id (:meth:`_indexed` gives it one).
 
         When the write fails (its condition, or the store after its own retries), the
         document is read back: if it is this very write (the store committed it and the
         reply was lost, so a resend met its own write), the write succeeded.
         """
-        write_id = new_write_id()
-        checkpoint = checkpoint.replace(write_id=write_id)
+        write_id = str(checkpoint.write_id)
         document = checkpoint.to_json()
-        data = encode_document(document)
+        data = encode_document(document, parts)
         key = self.key(checkpoint.run_id)
         try:
             if token is None:

@@ -191,14 +191,16 @@ class _SimHooks(ports.Clock, ports.Transport, ports.Observer):
             self.duplicated = True
             sim._deliver(sim.faults.duplicate_of(self.delivery))
 
-    def after_write(self, run_id: str, what: str, document: Mapping[str, Any]) -> None:
+    def written(self, run_id: str, what: str, loaded: Any) -> None:
+        # (not after_write: the stored bytes are the snapshot, and decoding them costs half
+        # a deep copy of the document)
         sim = self.sim
         if sim._run_id is None:
             sim._run_id = run_id  # the run started; others are its children (run.map)
         if run_id == sim._run_id:
-            sim._checkpoints.append(_copy(document))
+            sim._checkpoints.append(_decoded(loaded.data))
         else:
-            sim.children[run_id] = document
+            sim.children[run_id] = _decoded(loaded.data)
 
     def on_run(self, run: Run, heartbeat: Callable[[], bool]) -> None:
         self.run = run
@@ -408,7 +410,19 @@ class LambdaSim:
         with self._outside("cancel"):
             document = chosen.cancel(run_id)
         if run_id == self._run_id:
-            self._checkpoints.append(_copy(document))
+            self._checkpoints.append(_decoded(json.dumps(document).encode()))
+        return self._drain(max_invocations)
+
+    def resume_run(
+        self, run_id: str, *, store: CheckpointStore | None = None, max_invocations: int = 1000
+    ) -> Outcome:
+        """``longrun resume RUN_ID`` (a new invocation of the run's next hop, when nothing
+        holds it) on the simulator's clock and transport, then carry on until quiet."""
+        from ..resume import resume_in_lambda
+
+        chosen = self._chosen_store(store, "resume_run")
+        with self._outside("resume"):
+            resume_in_lambda(chosen, run_id)
         return self._drain(max_invocations)
 
     def _chosen_store(self, store: CheckpointStore | None, what: str) -> CheckpointStore:
@@ -587,15 +601,14 @@ class LambdaSim:
         )
 
 
-def _copy(document: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of a written document (plain JSON), through orjson when it takes it."""
+def _decoded(data: bytes) -> dict[str, Any]:
+    """A written document from its bytes, through orjson when it is installed."""
     try:
         import orjson
-
-        copied: dict[str, Any] = orjson.loads(orjson.dumps(document))
-        return copied
-    except (ImportError, TypeError):  # a stdlib-encoded part (an enum, a UUID): the slow way
-        return dict(json.loads(json.dumps(document, default=str)))
+    except ImportError:
+        return dict(json.loads(data))
+    decoded: dict[str, Any] = orjson.loads(data)
+    return decoded
 
 
 def _store_choice(store: CheckpointStore | str) -> CheckpointStore | str:

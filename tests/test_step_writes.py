@@ -1,0 +1,110 @@
+"""The write path of ``run.step``: a writer re-encodes only the step records replaced since
+its last write (``checkpoint.EncodedParts``), and what it writes is, byte for byte, what a
+document encoded from scratch would be, across many steps and hops."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from longrun import MemoryStore, current_run, longrun
+from longrun import checkpoint as codec
+from longrun.checkpoint import EncodedParts, encode_document
+from longrun.protocol import Checkpoint, decode
+from longrun.steps import INLINE_LIMIT, Retry
+from longrun.stores.base import Loaded, Token
+from longrun.testing import Faults, LambdaSim
+
+
+class CheckedStore(MemoryStore):
+    """A MemoryStore that encodes every document again from scratch and compares."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.with_parts = 0
+
+    def _write(
+        self, checkpoint: Checkpoint, token: Token | None, parts: EncodedParts | None = None
+    ) -> Loaded:
+        loaded = super()._write(checkpoint, token, parts)
+        self.writes += 1
+        self.with_parts += parts is not None
+        scratch = encode_document(loaded.checkpoint.to_json())
+        assert loaded.data == scratch
+        stored = decode(loaded.data, where="incremental", run_id=checkpoint.run_id)
+        assert stored.to_json() == decode(scratch, where="scratch").to_json()
+        assert json.loads(loaded.data) == json.loads(scratch)
+        return loaded
+
+
+def test_incremental_writes_equal_writes_from_scratch_across_steps_and_hops() -> None:
+    store = CheckedStore()
+    flaky = {"left": 1}
+
+    def once_flaky(i: int) -> dict[str, Any]:
+        if flaky["left"]:
+            flaky["left"] -= 1
+            raise ValueError("flaky")
+        return {"i": i, "none": None, "text": 'é\u2028"q"', "f": 0.5}
+
+    @longrun(checkpoint=store, run_id=lambda e: "inc", min_margin_ms=1000)
+    def handler(event: Any, context: Any) -> int:
+        run = current_run()
+        run.state.setdefault("total", 0)
+        for i in run.iterate(range(40)):
+            run.state["total"] += run.step("item", int, i)  # one path, replaced each item
+            run.step(f"own-{i}", str, i)  # a path per item: the map grows
+            if i % 7 == 0:
+                run.step("big", lambda i=i: "x" * (INLINE_LIMIT + i))  # a side object
+            time.sleep(1.0)  # virtual: a few items a hop
+        odd = run.step("odd", once_flaky, 3, retry=Retry(attempts=2, backoff_s=0.0))
+        run.sleep(30.0, name="nap")  # longer than the hop has left: a wake-up hop
+        care = run.step("care", lambda: {"k": [1, None, 2]}, at_most_once=True)
+        return int(run.state["total"]) + odd["i"] + len(care["k"])
+
+    outcome = LambdaSim(store="handler").run(
+        handler, {"id": "inc", "é": [None]}, timeout_s=6.0, faults=Faults("during")
+    )
+    assert outcome.status == "completed", outcome.summary()
+    assert outcome.result == sum(range(40)) + 3 + 3
+    assert len([h for h in outcome.hops if h.ran_user_code]) >= 4
+    assert store.writes > 80 and store.with_parts > 70
+
+
+def test_a_record_is_encoded_once_by_its_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoded: list[Any] = []
+    real = codec._encoder()
+
+    def counting(value: Any) -> bytes | None:
+        encoded.append(value)
+        return real(value)
+
+    monkeypatch.setattr(codec, "_ENCODER", [counting])
+    parts = EncodedParts()
+    steps: dict[str, Any] = {}
+    for i in range(200):
+        steps[f"s{i}"] = {"state": "done", "scope": [], "attempts": 1, "result": i}
+        doc = {"format": 1, "seq": i, "steps": dict(steps), "state": {"n": i}}
+        assert encode_document(doc, parts) == encode_document(doc)
+    records = [v for v in encoded if isinstance(v, dict) and "attempts" in v]
+    assert len(records) == 200 + sum(range(1, 201))  # once with parts, every time without
+    # A record replaced (not changed in place) is encoded again; one gone is forgotten.
+    steps["s0"] = {"state": "done", "scope": [], "attempts": 2, "result": -1}
+    del steps["s1"]
+    doc = {"format": 1, "seq": 201, "steps": dict(steps)}
+    data = encode_document(doc, parts)
+    assert data == encode_document(doc)
+    assert json.loads(data)["steps"]["s0"]["result"] == -1
+    assert "s1" not in parts.records and "s1" not in parts.keys
+
+
+def test_a_bad_record_is_refused_and_named_with_or_without_parts() -> None:
+    parts = EncodedParts()
+    doc = {"format": 1, "steps": {"a": {"state": "done", "result": float("nan")}}}
+    for given in (None, parts):
+        with pytest.raises(Exception, match=r"checkpoint\.steps\['a'\]\['result'\]"):
+            encode_document(doc, given)
