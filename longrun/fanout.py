@@ -411,7 +411,23 @@ def _launch(store: CheckpointStore, join: dict[str, Any], indices: Iterable[int]
     transport = active().transport
     for index in indices:
         payload = json.dumps(make_child_event(join["parent"], join["map"], index)).encode()
-        transport.invoke_async(str(join["function"]), payload, None, tenant_id=join.get("tenant"))
+        try:
+            transport.invoke_async(
+                str(join["function"]), payload, None, tenant_id=join.get("tenant")
+            )
+        except Exception as exc:
+            from .caller import _error_code
+            from .errors import RecursionStopped
+
+            if _error_code(exc) != "RecursiveInvocationException":
+                raise
+            raise RecursionStopped(
+                f"AWS recursive loop detection refused to start child {index} of run "
+                f"{join['parent']} in {join['function']}: children start children, a chain "
+                "of invocations of one function. Allow recursion for it (aws lambda "
+                "put-function-recursion-config --recursive-loop Allow); then `longrun resume "
+                f"{join['parent']}` starts the children again."
+            ) from exc
 
 
 def _unfinished(join: dict[str, Any]) -> list[int]:
