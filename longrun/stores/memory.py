@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import bisect
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from ..errors import CheckpointConflict
 from .base import CheckpointStore, Token
@@ -41,7 +41,7 @@ class MemoryStore(CheckpointStore):
                 raise CheckpointConflict(f"{self.describe(key)} already exists")
             version = self._next()
             self._objects[key] = (data, version)
-            bisect.insort(self._keys, key)
+            _bisect().insort(self._keys, key)
             return version
 
     def _replace(self, key: str, data: bytes, token: Token) -> Token:
@@ -57,14 +57,14 @@ class MemoryStore(CheckpointStore):
         with self._lock:
             version = self._next()
             if key not in self._objects:
-                bisect.insort(self._keys, key)
+                _bisect().insort(self._keys, key)
             self._objects[key] = (data, version)
             return version
 
     def _delete(self, key: str) -> None:
         with self._lock:
             if self._objects.pop(key, None) is not None:
-                del self._keys[bisect.bisect_left(self._keys, key)]
+                del self._keys[_bisect().bisect_left(self._keys, key)]
 
     def _list(self) -> Iterator[str]:
         with self._lock:
@@ -73,9 +73,17 @@ class MemoryStore(CheckpointStore):
 
     def _list_under(self, prefix: str) -> Iterator[str]:
         with self._lock:
-            start = bisect.bisect_left(self._keys, prefix)
+            start = _bisect().bisect_left(self._keys, prefix)
             end = start
             while end < len(self._keys) and self._keys[end].startswith(prefix):
                 end += 1
             keys = self._keys[start:end]
         return iter(keys)
+
+
+def _bisect() -> Any:
+    """The ``bisect`` module, imported on first use (not at ``import longrun``: a cold start
+    in Lambda never touches the in-memory store)."""
+    import bisect
+
+    return bisect
