@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import threading
@@ -114,18 +115,24 @@ class Outcome:
     """Invocations that claimed the run and ran the handler, in order."""
     invocations: list[HopRecord]
     """Every delivery, including duplicates refused and kills."""
-    checkpoints: list[dict[str, Any]]
-    """Every checkpoint document written, in order (deep copies)."""
+    written: list[bytes]
+    """Every checkpoint written, in order, as stored (``checkpoints`` decodes them)."""
     dead_letters: list[Delivery]
     """Events that failed every retry (what an on-failure destination would receive)."""
     clock: VirtualClock
     store: CheckpointStore | None = None
     """The store the run was checkpointed to (the simulator's in-memory one by default)."""
 
-    @property
+    @functools.cached_property
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """Every checkpoint document written, in order (decoded from the stored bytes on
+        first use: a long run's thousands of writes are kept as bytes until asked for)."""
+        return [_decoded(data) for data in self.written]
+
+    @functools.cached_property
     def document(self) -> dict[str, Any] | None:
         """The last checkpoint written."""
-        return self.checkpoints[-1] if self.checkpoints else None
+        return _decoded(self.written[-1]) if self.written else None
 
     @property
     def state(self) -> dict[str, Any] | None:
@@ -198,7 +205,7 @@ class _SimHooks(ports.Clock, ports.Transport, ports.Observer):
         if sim._run_id is None:
             sim._run_id = run_id  # the run started; others are its children (run.map)
         if run_id == sim._run_id:
-            sim._checkpoints.append(_decoded(loaded.data))
+            sim._checkpoints.append(bytes(loaded.data))
         else:
             sim.children[run_id] = _decoded(loaded.data)
 
@@ -299,7 +306,8 @@ class LambdaSim:
         self.handoff_latency_s = 0.0
         self._queue: deque[Delivery] = deque()
         self._records: list[HopRecord] = []
-        self._checkpoints: list[dict[str, Any]] = []
+        self._checkpoints: list[bytes] = []
+        """The bytes of each checkpoint the run wrote (decoded when the outcome is read)."""
         self._dead: list[Delivery] = []
         self._writes = 0
         self.tasks: list[dict[str, Any]] = []
@@ -410,7 +418,7 @@ class LambdaSim:
         with self._outside("cancel"):
             document = chosen.cancel(run_id)
         if run_id == self._run_id:
-            self._checkpoints.append(_decoded(json.dumps(document).encode()))
+            self._checkpoints.append(json.dumps(document).encode())
         return self._drain(max_invocations)
 
     def resume_run(
@@ -571,7 +579,7 @@ class LambdaSim:
             yield
 
     def _outcome(self) -> Outcome:
-        document = self._checkpoints[-1] if self._checkpoints else None
+        document = _decoded(self._checkpoints[-1]) if self._checkpoints else None
         status = None if document is None else document.get("status")
         if document is None and self._records and self._records[-1].outcome == Status.COMPLETED:
             status = Status.COMPLETED.value  # LONGRUN_DISABLED: no checkpoints, a plain return
@@ -594,7 +602,7 @@ class LambdaSim:
             error=None if document is None else document.get("error"),
             hops=[r for r in self._records if r.ran_user_code],
             invocations=list(self._records),
-            checkpoints=list(self._checkpoints),
+            written=list(self._checkpoints),
             dead_letters=list(self._dead),
             clock=self.clock,
             store=self._store_used,
