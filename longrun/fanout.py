@@ -405,29 +405,30 @@ def _create_join(
 
 
 def _launch(store: CheckpointStore, join: dict[str, Any], indices: Iterable[int]) -> None:
-    """Invoke the children at ``indices`` (each start is idempotent)."""
+    """Invoke the children at ``indices`` (each start is idempotent), several at once."""
     from .ports import active
 
-    transport = active().transport
-    for index in indices:
-        payload = json.dumps(make_child_event(join["parent"], join["map"], index)).encode()
-        try:
-            transport.invoke_async(
-                str(join["function"]), payload, None, tenant_id=join.get("tenant")
-            )
-        except Exception as exc:
-            from .caller import _error_code
-            from .errors import RecursionStopped
+    payloads = [
+        json.dumps(make_child_event(join["parent"], join["map"], index)).encode()
+        for index in indices
+    ]
+    try:
+        active().transport.invoke_many(
+            str(join["function"]), payloads, tenant_id=join.get("tenant")
+        )
+    except Exception as exc:
+        from .caller import _error_code
+        from .errors import RecursionStopped
 
-            if _error_code(exc) != "RecursiveInvocationException":
-                raise
-            raise RecursionStopped(
-                f"AWS recursive loop detection refused to start child {index} of run "
-                f"{join['parent']} in {join['function']}: children start children, a chain "
-                "of invocations of one function. Allow recursion for it (aws lambda "
-                "put-function-recursion-config --recursive-loop Allow); then `longrun resume "
-                f"{join['parent']}` starts the children again."
-            ) from exc
+        if _error_code(exc) != "RecursiveInvocationException":
+            raise
+        raise RecursionStopped(
+            f"AWS recursive loop detection refused to start children of run {join['parent']} "
+            f"in {join['function']}: children start children, a chain of invocations of one "
+            "function. Allow recursion for it (aws lambda put-function-recursion-config "
+            f"--recursive-loop Allow); then `longrun resume {join['parent']}` starts the "
+            "children again."
+        ) from exc
 
 
 def _unfinished(join: dict[str, Any]) -> list[int]:

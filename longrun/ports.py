@@ -56,6 +56,10 @@ def mono_function(clock: Clock) -> Callable[[], float]:
     return clock.mono
 
 
+INVOKE_THREADS = 16
+"""How many invocations :meth:`Transport.invoke_many` sends at once."""
+
+
 class Transport:
     """How a run reaches its next hop: an async Lambda invoke or a Fargate task."""
 
@@ -67,6 +71,29 @@ class Transport:
         from .handoff.lambda_invoke import invoke_async
 
         invoke_async(function, payload, client=client, tenant_id=tenant_id)
+
+    def invoke_many(
+        self, function: str, payloads: list[bytes], *, tenant_id: str | None = None
+    ) -> None:
+        """:meth:`invoke_async` of each payload, up to ``INVOKE_THREADS`` at once (a fan-out
+        starting its children). Every payload is tried; the first error is raised after."""
+        if len(payloads) < 2:
+            for payload in payloads:
+                self.invoke_async(function, payload, None, tenant_id=tenant_id)
+            return
+        from concurrent.futures import ThreadPoolExecutor  # (not at import: cold starts)
+
+        def send(payload: bytes) -> BaseException | None:
+            try:
+                self.invoke_async(function, payload, None, tenant_id=tenant_id)
+            except Exception as exc:
+                return exc
+            return None
+
+        with ThreadPoolExecutor(max_workers=min(INVOKE_THREADS, len(payloads))) as pool:
+            errors = [error for error in pool.map(send, payloads) if error is not None]
+        if errors:
+            raise errors[0]
 
     def start_task(
         self, settings: FargateSettings, run_id: str, hop: int, *, tenant_id: str | None = None

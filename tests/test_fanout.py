@@ -680,3 +680,30 @@ def test_recursion_refused_between_children_is_named_and_a_resume_starts_them(
     assert done.status == "completed", done.summary()
     assert done.result["sum"] == expected_sum(3, {}, set())
     assert set(work.values()) == {1} and len(work) == 6
+
+
+def test_the_lambda_transport_starts_children_several_at_once_and_tries_them_all() -> None:
+    """``Transport.invoke_many`` (the real transport's, which a fan-out starts its children
+    with): the invokes overlap (two of them meet at a barrier, which one-at-a-time sending
+    would never reach), every payload is tried, and the first error is raised after."""
+    import threading
+
+    from longrun import ports
+
+    barrier = threading.Barrier(2, timeout=30)
+    sent: list[bytes] = []
+    lock = threading.Lock()
+
+    class Lambda(ports.Transport):
+        def invoke_async(self, function: str, payload: bytes, client: Any, **kw: Any) -> None:
+            if payload in (b"0", b"1"):
+                barrier.wait()  # both in flight at once
+            with lock:
+                sent.append(payload)
+            if payload == b"5":
+                raise RuntimeError("child 5 refused")
+
+    payloads = [str(i).encode() for i in range(40)]
+    with pytest.raises(RuntimeError, match="child 5 refused"):
+        Lambda().invoke_many("fn", payloads)
+    assert sorted(sent, key=int) == payloads

@@ -271,6 +271,12 @@ class _SimHooks(ports.Clock, ports.Transport, ports.Observer):
                 if not (d.kind in ("wake", "timeout") and d.event == wanted[-1])
             )
 
+    def invoke_many(
+        self, function: str, payloads: list[bytes], *, tenant_id: str | None = None
+    ) -> None:
+        for payload in payloads:  # one after the other: the queue's order stays reproducible
+            self.invoke_async(function, payload, None, tenant_id=tenant_id)
+
     def invoke_async(
         self, function: str, payload: bytes, client: Any, *, tenant_id: str | None = None
     ) -> None:

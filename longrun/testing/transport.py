@@ -44,6 +44,12 @@ class RecordingTransport(Transport):
             self.calls.append((function, envelope, tenant_id))
             self._pending.setdefault(run_id, []).append(envelope)
 
+    def invoke_many(
+        self, function: str, payloads: list[bytes], *, tenant_id: str | None = None
+    ) -> None:
+        for payload in payloads:  # in order, as given
+            self.invoke_async(function, payload, None, tenant_id=tenant_id)
+
     def next(self, run_id: str) -> dict[str, Any]:
         """The oldest envelope of ``run_id`` not taken yet (IndexError if none)."""
         with self._lock:
