@@ -113,7 +113,7 @@ import os
 import time
 from pathlib import Path
 
-from longrun import Retry, StepInterrupted, current_run, longrun
+from longrun import CallbackTimeout, Retry, StepInterrupted, current_run, longrun
 
 JOURNAL = Path(os.environ["JOURNAL"])
 
@@ -166,6 +166,12 @@ def handler(event, context):
     if event["job"] == "backoff":
         retry = Retry(attempts=3, backoff_s=event["backoff_s"], jitter=False)
         return {"flaky": run.step("flaky", flaky, retry=retry)}
+    if event["job"] == "ask":
+        run.callback("approval", timeout_s=event["timeout_s"])
+        try:
+            return {"answer": run.wait_for_callback("approval")}
+        except CallbackTimeout:
+            return {"answer": "timed out"}
     try:
         return {"once": run.step("once", once, at_most_once=True)}
     except StepInterrupted as exc:
@@ -239,3 +245,14 @@ def test_an_at_most_once_step_killed_midway_is_not_run_again(
     assert [r.outcome for r in records] == ["killed", "completed"], report
     assert records[-1].response["once"] == "interrupted"
     assert journal.read_text().split() == ["start", "once"]  # started once, never again
+
+
+def test_an_unanswered_callback_times_out_through_a_real_schedule(
+    longrun_local: LocalLambda, tmp_path: Path
+) -> None:
+    fn, _ = deploy_steps(longrun_local, tmp_path, "asker")
+    longrun_local.invoke(fn, {"id": "ask-1", "job": "ask", "timeout_s": 3})
+    report = longrun_local.wait(timeout=90)  # settles once the timeout's wake-up has fired
+    records = [r for r in report.invocations if r.run_id == "ask-1"]
+    assert [r.outcome for r in records] == ["waiting", "completed"]
+    assert records[-1].response == {"answer": "timed out"}

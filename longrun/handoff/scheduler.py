@@ -64,7 +64,9 @@ def schedule_wake(function: str, payload: bytes, at_ms: int, *, name: str) -> st
             " Nothing was lost: the run's last checkpoint is kept."
         )
     group = os.environ.get(ENV_SCHEDULER_GROUP, "").strip() or "default"
-    at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(max(at_ms, 0) / 1000))
+    # at() takes whole seconds: round up, so the wake-up never comes before the time (a hop
+    # woken early would find its wait not over and schedule the same second again)
+    at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(-(-max(at_ms, 0) // 1000)))
     client = _scheduler()
     try:
         client.create_schedule(
