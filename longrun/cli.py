@@ -108,6 +108,7 @@ def _local(args: argparse.Namespace) -> int:
         on_record=show,
         log=log,
         echo_logs=args.logs,
+        fast_waits=args.fast_waits,
     ) as emulator:
         function = emulator.deploy(
             args.handler,
@@ -179,6 +180,11 @@ def _local_parser(commands: Any) -> None:
         "--env", action="append", metavar="NAME=VALUE", help="a function variable (repeat)"
     )
     local.add_argument("--no-fargate", action="store_true", help="no escalation target")
+    local.add_argument(
+        "--fast-waits",
+        action="store_true",
+        help="skip waits: when only wake-ups are pending, the clock jumps to the next one",
+    )
     local.add_argument("--logs", action="store_true", help="show the function's output")
     local.add_argument("--workdir", help="where checkpoints go (default: a new temp dir)")
     local.add_argument("--wait", type=float, default=900.0, help="give up after this many seconds")
@@ -279,7 +285,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _now_ms() -> int:
-    return int(time.time() * 1000)
+    from .ports import active  # (the emulator's clock, when it skips waits)
+
+    return active().clock.wall_ms()
 
 
 def _list(store: CheckpointStore, args: argparse.Namespace, as_json: bool) -> int:

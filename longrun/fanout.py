@@ -679,6 +679,7 @@ def child_prefixes(store: CheckpointStore, parent_id: str) -> list[str]:
 def cancel_children(store: CheckpointStore, checkpoint: Checkpoint) -> int:
     """After the parent is cancelled: stop starting children, cancel those started (a
     cancelled record for one that has not begun). Returns how many were cancelled."""
+    from .ports import active
     from .protocol import Checkpoint as Document
     from .protocol import Status
 
@@ -698,7 +699,7 @@ def cancel_children(store: CheckpointStore, checkpoint: Checkpoint) -> int:
         join = found[0]
         for index in _unfinished(join):
             run_id = child_run_id(checkpoint.run_id, digest, index)
-            now = int(time.time() * 1000)
+            now = active().clock.wall_ms()
             tombstone = Document(
                 run_id=run_id,
                 status=Status.CANCELLED,

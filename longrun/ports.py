@@ -22,6 +22,7 @@ keeps the task's lease alive. ``docs/testing.md`` describes the override.
 from __future__ import annotations
 
 import contextvars
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -33,7 +34,21 @@ if TYPE_CHECKING:  # annotations only: ports sit below the modules that use them
     from .run import Run
     from .stores.base import Loaded
 
-__all__ = ["Clock", "Observer", "Ports", "Transport", "active", "installed", "mono_function"]
+__all__ = [
+    "ENV_CLOCK_OFFSET_FILE",
+    "Clock",
+    "Observer",
+    "OffsetClock",
+    "Ports",
+    "Transport",
+    "active",
+    "installed",
+    "mono_function",
+]
+
+ENV_CLOCK_OFFSET_FILE = "LONGRUN_CLOCK_OFFSET_FILE"
+"""A file holding milliseconds to add to the wall clock: set by the local emulator with
+``fast_waits`` (its skipped waits), never in AWS."""
 
 
 class Clock:
@@ -46,6 +61,40 @@ class Clock:
     def mono(self) -> float:
         """Seconds from a monotonic clock, for measuring durations inside one hop."""
         return time.perf_counter()
+
+
+class OffsetClock(Clock):
+    """The wall clock plus the milliseconds a file holds (re-read when the file changes):
+    the local emulator's clock when it skips waits (``LocalLambda(fast_waits=True)``), shared
+    by its function processes, its CLI calls and itself. Durations (``mono``) are real."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._offset_ms = 0
+
+    def offset_ms(self) -> int:
+        try:
+            info = os.stat(self._path)
+        except FileNotFoundError:
+            return 0
+        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+        if stamp != self._stamp:
+            try:
+                with open(self._path, "rb") as handle:
+                    self._offset_ms = int(handle.read().strip() or b"0")
+            except (OSError, ValueError):
+                return self._offset_ms  # being replaced: the last value read, until next time
+            self._stamp = stamp
+        return self._offset_ms
+
+    def wall_ms(self) -> int:
+        return int(time.time() * 1000) + self.offset_ms()
+
+
+def _default_clock() -> Clock:
+    path = os.environ.get(ENV_CLOCK_OFFSET_FILE)
+    return OffsetClock(path) if path else Clock()
 
 
 def mono_function(clock: Clock) -> Callable[[], float]:
@@ -154,7 +203,7 @@ class Observer:
 class Ports:
     """The ports in force for an invocation."""
 
-    clock: Clock = field(default_factory=Clock)
+    clock: Clock = field(default_factory=_default_clock)
     transport: Transport = field(default_factory=Transport)
     observer: Observer = field(default_factory=Observer)
     settings: Mapping[str, Any] = field(default_factory=dict)

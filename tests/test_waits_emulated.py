@@ -256,3 +256,41 @@ def test_an_unanswered_callback_times_out_through_a_real_schedule(
     records = [r for r in report.invocations if r.run_id == "ask-1"]
     assert [r.outcome for r in records] == ["waiting", "completed"]
     assert records[-1].response == {"answer": "timed out"}
+
+
+SIX_HOURS = 6 * 3600
+
+
+def test_fast_waits_skip_long_sleeps_and_timeouts_with_no_real_wait(
+    longrun_local_moto: Any, tmp_path: Path
+) -> None:
+    """``LocalLambda(fast_waits=True)``: with nothing running and only wake-ups pending, the
+    emulated clock jumps to the next one. A sleep of six hours and a callback's timeout of
+    six hours each take no real time; the woken hop's own clock says the time has come.
+    (A day would meet the default max_run_seconds, which counts waits: the run would fail
+    with RunTimeExceeded, as it does in AWS.)"""
+    from longrun.testing.emulator import LocalLambda
+
+    with LocalLambda(workdir=tmp_path / "emu", moto=longrun_local_moto, fast_waits=True) as emu:
+        fn = deploy(emu, tmp_path, "sleeper")
+        started = time.monotonic()
+        emu.invoke(fn, {"id": "day-1", "sleep_s": SIX_HOURS})
+        report = emu.wait(timeout=60)  # six real hours would time this out
+        records = [r for r in report.invocations if r.run_id == "day-1"]
+        assert [r.outcome for r in records] == ["waiting", "completed"]
+        assert records[-1].response == {"loaded": 6, "decision": None}
+        assert step_lines(records) == ["STEP fetch", "STEP load"]
+        store = f"file://{tmp_path / 'store'}"
+        document = json.loads((tmp_path / "store" / "day-1" / "checkpoint.json").read_bytes())
+        slept_from, woke_at = (h["started_ms"] for h in document["hops"])
+        assert woke_at - slept_from >= SIX_HOURS * 1000  # on the emulated clock
+        assert emu.now_ms() - int(time.time() * 1000) >= SIX_HOURS * 1000 - 5_000
+        assert time.monotonic() - started < 60
+        assert get_run("day-1", store=store).status == "completed"
+
+        fn2, _ = deploy_steps(emu, tmp_path, "asker")
+        emu.invoke(fn2, {"id": "ask-day", "job": "ask", "timeout_s": SIX_HOURS})
+        report = emu.wait(timeout=60)
+        records = [r for r in report.invocations if r.run_id == "ask-day"]
+        assert [r.outcome for r in records] == ["waiting", "completed"]
+        assert records[-1].response == {"answer": "timed out"}

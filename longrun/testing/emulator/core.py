@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import threading
 from collections.abc import Callable
@@ -55,6 +56,30 @@ class Core:
     """The X-Ray daemon, once a function with active tracing is deployed."""
     pending_wakes: set[str] = field(default_factory=set)
     """Wake-up schedules made by waiting runs and not fired yet (the runs are not settled)."""
+    fast_waits: bool = False
+    """Skip waits: when nothing runs and only wake-ups are pending, jump the clock to the
+    earliest (see :meth:`skip_to`)."""
+    offset_ms: int = 0
+    """Milliseconds the emulated clock is ahead of the real one (waits skipped so far)."""
+
+    @property
+    def clock_file(self) -> Path:
+        """Where the offset is kept for the function processes (``LONGRUN_CLOCK_OFFSET_FILE``)."""
+        return self.workdir / "clock-offset-ms"
+
+    def now_ms(self) -> int:
+        """The emulated wall clock: the real one plus the waits skipped."""
+        return now_ms() + self.offset_ms
+
+    def skip_to(self, at_ms: int) -> None:
+        """Move the emulated clock forward to ``at_ms`` (never back), for every process."""
+        ahead = at_ms - now_ms()
+        if ahead <= self.offset_ms:
+            return
+        self.offset_ms = ahead
+        temp = self.clock_file.with_name(self.clock_file.name + ".tmp")
+        temp.write_text(str(ahead))
+        os.replace(temp, self.clock_file)
 
     @property
     def endpoint(self) -> InvokeEndpoint:

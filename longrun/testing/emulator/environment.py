@@ -6,6 +6,7 @@ import secrets
 import sys
 from datetime import datetime, timezone
 
+from ...ports import ENV_CLOCK_OFFSET_FILE
 from ..ecs_launcher import base_environment
 from .core import Core
 from .fargate import FargateInMoto
@@ -36,6 +37,8 @@ class Environments:
             env.update(self._fargate.environment())
             if function.task_definition:
                 env["LONGRUN_FARGATE_TASK_DEFINITION"] = function.task_definition
+        if self._core.fast_waits:  # the emulated clock, shared by every process
+            env[ENV_CLOCK_OFFSET_FILE] = str(self._core.clock_file)
         env.update(function.env)
         return env
 

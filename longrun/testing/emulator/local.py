@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
+from ...ports import ENV_CLOCK_OFFSET_FILE
 from .._http import StartStop
 from ..ecs_launcher import TaskProcess
 from ..invoke_endpoint import InvokeEndpoint
@@ -77,7 +78,10 @@ class LocalLambda(StartStop):
     started on first need); ``seed`` seeds duplicate deliveries; ``on_record`` is called with
     every finished :class:`InvocationRecord` (on emulator threads); ``log`` receives the
     platform's log lines (``START``/``END``/``REPORT``, ``Task timed out ...``) and, with
-    ``echo_logs``, the functions' own output.
+    ``echo_logs``, the functions' own output. ``fast_waits``: when nothing runs and only
+    wake-up schedules are pending, the emulated clock jumps to the earliest one, so a long
+    ``run.sleep`` or a callback's timeout takes no real time (every process of the emulator
+    reads that clock; pass :meth:`clock_env` to a CLI process); by default time is real.
     """
 
     workdir: _OnCore[Path] = _OnCore()
@@ -108,6 +112,7 @@ class LocalLambda(StartStop):
         fargate_timeout_s: float = 600.0,
         fargate_stop_s: float = float(FARGATE_STOP_S),
         poll_s: float = 0.1,
+        fast_waits: bool = False,
     ) -> None:
         path = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="longrun-local-"))
         path.mkdir(parents=True, exist_ok=True)
@@ -123,6 +128,7 @@ class LocalLambda(StartStop):
             fargate_timeout_s=fargate_timeout_s,
             fargate_stop_s=fargate_stop_s,
             poll_s=poll_s,
+            fast_waits=fast_waits,
         )
         checkpoints = CheckpointReader(core)
         self._fargate = FargateInMoto(core, checkpoints)
@@ -130,7 +136,9 @@ class LocalLambda(StartStop):
         self._deployer = Deployer(core, self._fargate, environments)
         self._runner = InvocationRunner(core, environments, checkpoints)
         self._invoker = Invoker(core, self._runner)
-        self._scheduler = SchedulerFirer(core, self._invoker)
+        self._scheduler = SchedulerFirer(
+            core, self._invoker, lambda: self._invoker.idle() and self._fargate.idle()
+        )
         self._runner.on_answer = self._scheduler.note
         self._reporter = Reporter(core, self._invoker, self._fargate)
 
@@ -164,6 +172,18 @@ class LocalLambda(StartStop):
     @property
     def endpoint(self) -> InvokeEndpoint:
         return self._core.endpoint
+
+    def now_ms(self) -> int:
+        """The emulated wall clock (epoch ms): the real one, plus the waits skipped with
+        ``fast_waits``."""
+        return self._core.now_ms()
+
+    def clock_env(self) -> dict[str, str]:
+        """The environment a process started by a test needs to read the emulated clock
+        (``longrun status``, ``longrun callback``): empty unless ``fast_waits``."""
+        if not self._core.fast_waits:
+            return {}
+        return {ENV_CLOCK_OFFSET_FILE: str(self._core.clock_file)}
 
     @property
     def tasks(self) -> list[TaskProcess]:
