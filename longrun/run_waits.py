@@ -76,6 +76,21 @@ class WaitsMixin:
 
         sleep_until(_run(self), name, epoch_ms(when), None)
 
+    async def sleep_async(self, seconds: float, *, name: str) -> None:
+        """``run.sleep`` for ``async def`` handlers: a wait that fits in the hop is an
+        ``asyncio.sleep`` (the event loop runs the handler's other tasks meanwhile)."""
+        from .steps import sleep_until_async
+
+        if not (isinstance(seconds, (int, float)) and seconds >= 0):
+            raise LongrunError(f"run.sleep_async({shown(seconds)}): give a number of seconds >= 0.")
+        await sleep_until_async(_run(self), name, None, float(seconds))
+
+    async def sleep_until_async(self, when: Any, *, name: str) -> None:
+        """``run.sleep_until`` for ``async def`` handlers (see :meth:`sleep_async`)."""
+        from .steps import epoch_ms, sleep_until_async
+
+        await sleep_until_async(_run(self), name, epoch_ms(when), None)
+
     def callback(self, name: str, *, timeout_s: float | None = None) -> str:
         """A token for an outside system to answer (``longrun.send_callback``); the same token
         on every hop. ``timeout_s``: after it, ``wait_for_callback`` raises CallbackTimeout."""

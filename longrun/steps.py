@@ -20,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -35,7 +37,9 @@ from .errors import LongrunError, StateNotSerializable, StepInterrupted, shown
 if TYPE_CHECKING:
     from .run import Run
 
-__all__ = ["INLINE_LIMIT", "Retry", "sleep_until", "step"]
+__all__ = ["INLINE_LIMIT", "Retry", "sleep_until", "sleep_until_async", "step"]
+
+log = logging.getLogger("longrun")
 
 INLINE_LIMIT = 32 * 1024
 """A step result larger than this (JSON bytes) is kept as a side object, not inline."""
@@ -286,6 +290,27 @@ def _stored_result(run: Run, path: str, record: dict[str, Any]) -> Any:
 
 def sleep_until(run: Run, name: str, when_ms: int | None, seconds: float | None) -> None:
     """``run.sleep`` (``seconds``) and ``run.sleep_until`` (``when_ms``)."""
+    for _, left in _sleep_flow(run, name, when_ms, seconds):
+        _warn_if_in_event_loop(run, name, left)
+        time.sleep(left)
+
+
+async def sleep_until_async(
+    run: Run, name: str, when_ms: int | None, seconds: float | None
+) -> None:
+    """``await run.sleep_async(...)`` / ``run.sleep_until_async(...)``: the same sleep, with
+    ``asyncio.sleep`` in the process (the event loop runs the handler's other tasks)."""
+    import asyncio
+
+    for _, left in _sleep_flow(run, name, when_ms, seconds):
+        await asyncio.sleep(left)
+
+
+def _sleep_flow(
+    run: Run, name: str, when_ms: int | None, seconds: float | None
+) -> Generator[_Op, Any, None]:
+    """A sleep's logic: yields ``("sleep", seconds)`` for the driver to sleep in the process
+    when the wait fits in the hop (else the hop ends waiting), then records it done."""
     if run.signal is not None:
         raise run.signal
     path, scope, record = _record(run, "sleep", name)
@@ -295,10 +320,22 @@ def sleep_until(run: Run, name: str, when_ms: int | None, seconds: float | None)
         until_ms = when_ms if when_ms is not None else run._wall_ms() + int((seconds or 0) * 1000)
         record = {"state": "sleeping", "scope": scope, "until_ms": until_ms}
         run._step_records[path] = record
-    for _, seconds in _wait(run, path, record, int(record["until_ms"]), "sleep"):
-        time.sleep(seconds)
+    yield from _wait(run, path, record, int(record["until_ms"]), "sleep")
     run._step_records[path] = {"state": "done", "scope": scope, "until_ms": record["until_ms"]}
     run.checkpoint()
+
+
+def _warn_if_in_event_loop(run: Run, name: str, seconds: float) -> None:
+    """``run.sleep`` in an ``async def`` handler blocks its event loop: say so (once a call)."""
+    asyncio = sys.modules.get("asyncio")  # (never imported here: a sync handler has no loop)
+    if asyncio is not None and asyncio._get_running_loop() is not None:
+        log.warning(
+            "run %s: run.sleep(name=%r) blocks the event loop for %.3g s in an async handler;"
+            " use `await run.sleep_async(...)`",
+            run.id,
+            name,
+            seconds,
+        )
 
 
 def _wait(

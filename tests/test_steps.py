@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -441,3 +442,47 @@ def test_an_async_handler_awaits_steps_of_coroutine_functions() -> None:
 async def _arange(n: int) -> Any:
     for i in range(n):
         yield i
+
+
+def test_an_async_handler_sleeps_with_sleep_async_without_blocking_its_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``await run.sleep_async(...)``: a short sleep is an ``asyncio.sleep`` (another task of
+    the handler runs meanwhile), a long one ends the hop waiting; each is slept once. A
+    plain ``run.sleep`` in an async handler still works, and says that it blocks the loop."""
+    import asyncio
+
+    sim = LambdaSim()
+    seen: list[str] = []
+    took: list[float] = []
+
+    async def other_task() -> None:
+        seen.append("other task ran")
+
+    @longrun(checkpoint=MemoryStore(), min_margin_ms=1000)
+    async def handler(event: Any, context: Any) -> dict[str, Any]:
+        run = current_run()
+        started = sim.clock.now
+        await asyncio.gather(run.sleep_async(2.0, name="short"), other_task())
+        short_took = sim.clock.now - started
+        took.append(short_took)
+        await run.sleep_until_async(sim.clock.wall_ms() / 1000 + HOUR, name="long")
+        run.sleep(0.5, name="plain")  # blocks the loop: logged
+        return {"short_took": short_took, "hop": run.hop}
+
+    with caplog.at_level(logging.WARNING, logger="longrun"):
+        outcome = sim.run(handler, {}, timeout_s=60.0, faults=Faults("after"))
+    assert outcome.status == "completed", outcome.summary()
+    # hop 1 (the wake-up) found the short sleep done: it was not slept again
+    assert outcome.result == {"short_took": 0.0, "hop": 1}
+    assert seen == ["other task ran", "other task ran"]  # ran beside the sleep, each hop
+    assert took == [2.0, 0.0]  # slept (virtual seconds) on hop 0 only
+    assert [h.kind for h in outcome.hops] == ["start", "wake"]
+    assert len(sim.schedules) == 1  # the long sleep waited, once
+    records = outcome.document["steps"]
+    assert {path: r["state"] for path, r in records.items()} == {
+        "short": "done",
+        "long": "done",
+        "plain": "done",
+    }
+    assert "use `await run.sleep_async(...)`" in caplog.text
