@@ -321,7 +321,7 @@ def _status(store: CheckpointStore, args: argparse.Namespace, as_json: bool) -> 
     if args.full:
         print(json.dumps(loaded.document, indent=2))
     elif as_json:
-        from .fanout import children_counts
+        from .join import children_counts
 
         summary = _summary(loaded.document)
         children = children_counts(store, loaded.checkpoint)
@@ -329,7 +329,7 @@ def _status(store: CheckpointStore, args: argparse.Namespace, as_json: bool) -> 
             summary["children"] = children
         print(json.dumps(summary, indent=2))
     else:
-        from .fanout import children_counts
+        from .join import children_counts
 
         children = children_counts(store, loaded.checkpoint)
         print(status_text(loaded.checkpoint, loaded.size, _now_ms(), children))

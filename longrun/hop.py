@@ -456,28 +456,16 @@ class ClaimedHop:
             return self.stopped(signal)
         log.info("run %s completed at hop %d", run.id, run.hop)
         self._send_notice()
-        self._join()
+        self._join_parent()
         return result
 
-    def _join(self) -> None:
-        """A child run of ``run.map`` that settled joins its parent (see ``longrun.fanout``).
-        If that fails, the invocation fails without recording anything more: Lambda's retry
-        finds the run settled and its join owed, and joins it."""
+    def _join_parent(self) -> None:
+        """A ``run.map`` child that settled joins its parent (``longrun.join``)."""
         checkpoint = self.writer.loaded.checkpoint
-        if checkpoint.parent is None:
-            return
-        from .fanout import join_child
+        if checkpoint.parent is not None:
+            from .join import join_settled
 
-        try:
-            join_child(self.caller.store, checkpoint)
-        except Exception as exc:
-            error = LongrunError(
-                f"run {checkpoint.run_id} settled, but joining its parent run "
-                f"{checkpoint.parent.get('run')} failed: {exc}. A retry of this invocation "
-                "joins it."
-            )
-            error.recorded = True
-            raise error from exc
+            join_settled(self.caller.store, checkpoint)
 
     def _notice(self, status: Status) -> dict[str, Any]:
         """``{"notice": ...}`` for the write that settles the run with ``status`` (held by
@@ -541,7 +529,7 @@ class ClaimedHop:
         follows: a Fargate task, a local run) is notified with ``on_complete``; a failure
         of the notification is logged, the original error is what the hop raises."""
         parent = self.writer.loaded.checkpoint.parent
-        if parent is not None and not terminal and self._last_child_attempt():
+        if parent is not None and not terminal and _last_attempt(self.writer, self.hop_index):
             terminal = True  # a run.map child: Lambda retries no more, its join counts it
         final = terminal or self.caller.where != "lambda"
         notice = self._notice(Status.FAILED) if final else {}
@@ -559,7 +547,7 @@ class ClaimedHop:
             self._write("fail", checkpoint.replace(**notice))
         if checkpoint.parent is not None:
             try:
-                self._join()
+                self._join_parent()
             except LongrunError as join_exc:
                 log.error("run %s: %s", self.run.id, join_exc)
         if notice:
@@ -568,14 +556,6 @@ class ClaimedHop:
             except NotificationFailed as notify_exc:
                 log.error("run %s: %s (a retry of this invocation sends it)", self.run.id,
                           notify_exc)  # fmt: skip
-
-    def _last_child_attempt(self) -> bool:
-        """Whether this is the ``LONGRUN_CHILD_ATTEMPTS``-th attempt at this hop."""
-        from .fanout import child_attempts
-
-        hops = self.writer.loaded.checkpoint.hops
-        entry = hops[self.hop_index] if self.hop_index < len(hops) else None
-        return entry is not None and entry.attempt >= child_attempts()
 
     def _fail(
         self,
@@ -702,3 +682,11 @@ def _function_name(arn: Any) -> str | None:
         return None
     parts = arn.split(":")
     return parts[6] if len(parts) > 6 else arn
+
+
+def _last_attempt(writer: Writer, hop_index: int) -> bool:
+    """Whether this hop attempt is a ``run.map`` child's ``LONGRUN_CHILD_ATTEMPTS``-th."""
+    from .join import child_attempts
+
+    hops = writer.loaded.checkpoint.hops
+    return hop_index < len(hops) and hops[hop_index].attempt >= child_attempts()

@@ -113,7 +113,7 @@ class Invocation(Caller):
     def _begin_child(self) -> Response | ClaimedHop:
         """A child run of ``run.map``: its id derives from its parent's and its index, its
         event is its item (read from the parent's side objects)."""
-        from .fanout import child_item, child_run_id, parse_child_event
+        from .join import child_item, child_run_id, parse_child_event
 
         parsed = parse_child_event(self.event)
         assert parsed is not None
@@ -177,7 +177,7 @@ class Invocation(Caller):
         """A settled child run whose delivery came again joins its parent if it has not (its
         last invocation died before it did): see ``longrun.fanout``."""
         if checkpoint.parent is not None:
-            from .fanout import join_child
+            from .join import join_child
 
             join_child(self.store, checkpoint)
 

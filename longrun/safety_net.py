@@ -518,7 +518,7 @@ def _child(payload: dict[str, Any], store: CheckpointStore) -> dict[str, Any] | 
     """A ``run.map`` child's start event: the child's run id to resume; or, for a child that
     settled and whose last invocation died before it joined its parent, the join done here
     (``{"action": "joined", ...}``); ``None`` if the child never began (run as an event)."""
-    from .fanout import child_outcome, child_run_id, join_child, parse_child_event
+    from .join import child_outcome, child_run_id, join_child, parse_child_event
 
     try:
         parsed = parse_child_event(payload)

@@ -134,7 +134,7 @@ def find_runs(
     if since_ms is not None:
         markers = [m for m in markers if m.started_ms >= since_ms]
     if parent is not None:
-        from .fanout import child_prefixes
+        from .join import child_prefixes
 
         prefixes = tuple(child_prefixes(chosen, parent))
         markers = [m for m in markers if prefixes and m.run_id.startswith(prefixes)]

@@ -76,7 +76,7 @@ class Watching(MemoryStore):
         self.peak = 0
 
     def _write(self, checkpoint: Any, token: Any, *rest: Any) -> Any:
-        from longrun.fanout import child_outcome
+        from longrun.join import child_outcome
 
         loaded = super()._write(checkpoint, token, *rest)
         written = loaded.checkpoint

@@ -215,7 +215,7 @@ class CheckpointStore(ABC):
             if cancelled.parent is not None or any(
                 r.get("kind") == "map" for r in cancelled.steps.values()
             ):
-                from ..fanout import cancel_children, join_child
+                from ..join import cancel_children, join_child
 
                 join_child(self, cancelled)  # a child counts as failed in its parent's join
                 cancel_children(self, cancelled)  # a parent stops its children

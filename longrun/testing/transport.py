@@ -34,7 +34,7 @@ class RecordingTransport(Transport):
         if "longrun" in envelope:
             run_id = envelope["longrun"]["run_id"]
         else:  # a run.map child's start event
-            from ..fanout import child_run_id, parse_child_event
+            from ..join import child_run_id, parse_child_event
 
             parsed = parse_child_event(envelope)
             assert parsed is not None, f"not a longrun event: {payload[:200]!r}"

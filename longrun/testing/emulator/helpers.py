@@ -79,7 +79,7 @@ def envelope_of(payload: bytes) -> tuple[str, int] | None:
         event = json.loads(payload) if payload else None
         envelope = parse_envelope(event)
         if envelope is None and isinstance(event, dict) and "longrun_child" in event:
-            from ...fanout import child_run_id, parse_child_event
+            from ...join import child_run_id, parse_child_event
 
             child = parse_child_event(event)
             return None if child is None else (child_run_id(*child), 0)
