@@ -101,6 +101,7 @@ def parse_child_event(event: object) -> tuple[str, str, int] | None:
         len(event) == 1
         and isinstance(body, dict)
         and set(body) == {"v", "parent", "map", "index"}
+        and type(body["v"]) is int
         and body["v"] == ENVELOPE_VERSION
         and isinstance(body["map"], str)
         and len(body["map"]) == 12
@@ -135,25 +136,43 @@ def child_attempts() -> int:
 
 
 def _encode(doc: dict[str, Any]) -> bytes:
-    ordered = {"format": 1, "seq": doc["seq"], **{k: v for k, v in doc.items() if k != "seq"}}
-    ordered["format"] = 1
-    return json.dumps(ordered, separators=(",", ":")).encode()
+    rest = {k: v for k, v in doc.items() if k not in ("format", "seq")}
+    return json.dumps({"format": 1, "seq": doc["seq"], **rest}, separators=(",", ":")).encode()
+
+
+_JOIN_FIELDS = frozenset(
+    {
+        "seq",
+        "kind",
+        "parent",
+        "path",
+        "map",
+        "n",
+        "started",
+        "base",
+        "done",
+        "ok",
+        "failed",
+        "launch",
+    }
+)
+_JOIN_COUNTS = ("seq", "n", "started", "base", "ok")
 
 
 def _decode_join(data: bytes, name: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)
-    except ValueError:
+        if isinstance(doc, dict) and isinstance(doc.get("done"), str):
+            base64.b64decode(doc["done"], validate=True)
+    except ValueError:  # (binascii.Error is one)
         doc = None
-    fields = {"seq", "parent", "path", "map", "n", "started", "base", "done", "ok", "failed"}
-    fields.add("launch")
     if (
         not isinstance(doc, dict)
-        or not fields <= doc.keys()
+        or not doc.keys() >= _JOIN_FIELDS
         or doc.get("kind") != "join"
-        or not all(type(doc[k]) is int and doc[k] >= 0 for k in ("n", "started", "base", "ok"))
+        or not all(type(doc[k]) is int and doc[k] >= 0 for k in _JOIN_COUNTS)
         or not isinstance(doc["done"], str)
-        or not isinstance(doc["failed"], list)
+        or not (isinstance(doc["failed"], list) and all(type(i) is int for i in doc["failed"]))
         or not isinstance(doc["launch"], dict)
     ):
         raise LongrunError(

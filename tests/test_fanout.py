@@ -445,10 +445,18 @@ def test_a_malformed_child_event_or_a_hand_edited_join_is_refused_clearly() -> N
             return event["i"]
         return list(run.map("m", [{"i": i} for i in range(3)], max_concurrency=1))
 
-    bad = {"longrun_child": {"v": 1, "parent": PARENT, "map": "zz", "index": 0}}
-    outcome = LambdaSim(store="handler").run(handler, bad)
-    assert isinstance(outcome.invocations[0].error, EnvelopeError)
-    assert "'longrun_child'" in str(outcome.invocations[0].error)
+    digest = map_digest(PARENT, "m")
+    for body in (
+        {"v": 1, "parent": PARENT, "map": "zz", "index": 0},  # not a digest
+        {"v": True, "parent": PARENT, "map": digest, "index": 0},  # not the version 1
+        {"v": 1, "parent": PARENT, "map": digest, "index": -1},
+        {"v": 1, "parent": "../x", "map": digest, "index": 0},
+    ):
+        outcome = LambdaSim(store="handler").run(handler, {"longrun_child": body})
+        error = outcome.invocations[0].error
+        assert isinstance(error, (EnvelopeError, LongrunError)), body
+        assert "longrun_child" in str(error) or "parent" in str(error), str(error)
+    assert store.load(child_run_id(PARENT, digest, 0)) is None  # nothing was started
 
     # a join record edited by hand: the child joining names the object and what to do
     tokens: list[str] = []
