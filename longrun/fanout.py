@@ -17,16 +17,8 @@ A child's run id is derived from the parent's, the map's and the index
 a second child: the child's first write is create-if-absent. The child reads its item from
 the store and runs as any run does (it may hop, wait, escalate).
 
-When a child **settles** (completed, or failed for good: a terminal error, a failure outside
-Lambda, or its ``LONGRUN_CHILD_ATTEMPTS``-th attempt at a hop), it joins: one conditional
-write of the join record sets its bit, counts it, and assigns it the next pending child to
-start (``launch``: ``{index: by}``). It then invokes that child and clears the assignment with
-a second conditional write. The child whose write made the count reach the number of items is
-recorded as ``woken_by`` and wakes the parent (an invoke of the parent's next hop, if the
-parent waits for this map). Every step is idempotent and redone by Lambda's retry of the
-child's invocation, which finds its run settled and its join owed (a duplicate delivery of a
-settled child does the same): a set bit is never counted twice, an assignment left by a dead
-invocation is re-sent, the wake-up is re-sent.
+When a child settles it joins, through the join record (:mod:`longrun.join`): the child
+whose conditional write completes the count wakes the parent.
 
 The parent's next hop finds the join complete and returns a :class:`MapResults`, a sequence
 in item order whose items are read lazily from the children's checkpoints. Failed children
