@@ -31,6 +31,7 @@ begun yet.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
@@ -151,8 +152,8 @@ def _start(
     limit: int,
     function: str | None,
 ) -> dict[str, Any]:
-    """Store the items, checkpoint the map's record, create its join record, start the
-    first children. Returns the record."""
+    """Store the items, checkpoint the map's record and create its join record (the caller
+    starts the first children). Returns the record."""
     if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
         raise LongrunError(
             f"run.map({path!r}): items must be a list (or iterable) of child events, not a "
@@ -248,14 +249,17 @@ def _results(
 
 class MapResults(Sequence[Any]):
     """The children's results in item order, each read from its child's checkpoint when it
-    is asked for (and kept). A failed child's result is ``None``; ``failed`` lists them."""
+    is asked for; the last ``KEPT`` read are kept, so going over 100,000 results holds a few
+    at a time. A failed child's result is ``None``; ``failed`` lists them."""
+
+    KEPT = 128
 
     def __init__(self, store: CheckpointStore, record: dict[str, Any], parent_id: str) -> None:
         self._store = store
         self._record = record
         self._parent = parent_id
         self._failed = frozenset(int(i) for i in record.get("failed", []))
-        self._cache: dict[int, Any] = {}
+        self._cache: OrderedDict[int, Any] = OrderedDict()
 
     def __len__(self) -> int:
         return int(self._record["n"])
@@ -283,9 +287,14 @@ class MapResults(Sequence[Any]):
             index += n
         if not 0 <= index < n:
             raise IndexError(f"map result {index} out of range ({n} items)")
-        if index not in self._cache:
-            self._cache[index] = self._load(index)
-        return self._cache[index]
+        cache = self._cache
+        if index in cache:
+            cache.move_to_end(index)
+            return cache[index]
+        result = cache[index] = self._load(index)
+        if len(cache) > self.KEPT:
+            cache.popitem(last=False)
+        return result
 
     def __iter__(self) -> Iterator[Any]:
         for index in range(len(self)):

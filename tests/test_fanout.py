@@ -206,7 +206,8 @@ def test_results_come_back_in_item_order_and_each_child_runs_once(faults: Faults
 
 
 def test_results_are_read_lazily_in_order_and_of_any_size() -> None:
-    store = MemoryStore()
+    """Each result is read from its child's checkpoint when asked for (a 200 KB one too),
+    once while it is among the last ``KEPT`` read; going over all of them keeps only those."""
     loads: Counter[str] = Counter()
 
     class Counting(MemoryStore):
@@ -222,17 +223,22 @@ def test_results_are_read_lazily_in_order_and_of_any_size() -> None:
         run = current_run()
         if "i" in event:
             return {"i": event["i"], "blob": "x" * 200_000 if event["i"] == 2 else ""}
-        results = run.map("big", [{"i": i} for i in range(5)], max_concurrency=2)
+        results = run.map("big", [{"i": i} for i in range(300)], max_concurrency=20)
         before = dict(loads)
         seen.append(results[2])
         seen.append([r["i"] for r in results[-2:]])
         assert loads[results.run_id(0)] == before.get(results.run_id(0), 0)  # never asked
+        assert results[2] is seen[0] and loads[results.run_id(2)] == before[results.run_id(2)] + 1
+        seen.append(sum(r["i"] for r in results))
+        seen.append(len(results._cache))
         return len(results)
 
-    outcome = LambdaSim(store="handler").run(handler, {"id": PARENT})
-    assert outcome.result == 5
+    outcome = LambdaSim(store="handler").run(handler, {"id": PARENT}, max_invocations=2000)
+    assert outcome.result == 300
     assert seen[0] == {"i": 2, "blob": "x" * 200_000}
-    assert seen[1] == [3, 4]
+    assert seen[1] == [298, 299]
+    assert seen[2] == sum(range(300))
+    assert seen[3] == 128  # MapResults.KEPT: not all 300
 
 
 def test_failures_beyond_the_tolerated_fail_the_parent_naming_the_children() -> None:
