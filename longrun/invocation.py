@@ -175,7 +175,7 @@ class Invocation(Caller):
 
     def _join_owed(self, checkpoint: Checkpoint) -> None:
         """A settled child run whose delivery came again joins its parent if it has not (its
-        last invocation died before it did): see ``longrun.fanout``."""
+        last invocation died before it did): see ``longrun.join``."""
         if checkpoint.parent is not None:
             from .join import join_child
 
