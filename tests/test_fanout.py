@@ -721,3 +721,34 @@ def test_the_lambda_transport_starts_children_several_at_once_and_tries_them_all
     with pytest.raises(RuntimeError, match="child 5 refused"):
         Lambda().invoke_many("fn", payloads)
     assert sorted(sent, key=int) == payloads
+
+
+def test_a_child_can_fan_out_in_turn() -> None:
+    """Maps nest: each child maps grandchildren of its own (their ids derive from the
+    child's), and every level joins once."""
+    store = MemoryStore()
+    ran: Counter[str] = Counter()
+
+    @longrun(checkpoint=store, run_id=lambda e: e["id"])
+    def handler(event: Any, context: Any) -> Any:
+        run = current_run()
+        if "leaf" in event:
+            ran[event["leaf"]] += 1
+            return len(event["leaf"])
+        if "branch" in event:
+            leaves = [{"leaf": f"{event['branch']}-{k}" * (k + 1)} for k in range(2)]
+            return sum(run.map("leaves", leaves, max_concurrency=1))
+        return sum(run.map("branches", [{"branch": b} for b in "abc"], max_concurrency=2))
+
+    outcome = LambdaSim(store="handler").run(handler, {"id": PARENT}, faults=Faults("after"))
+    assert outcome.status == "completed", outcome.summary()
+    assert outcome.result == 3 * (3 + 6)  # each branch: "x-0" (3) + "x-1x-1" (6)
+    assert set(ran.values()) == {1} and len(ran) == 6
+    branch = child_run_id(PARENT, map_digest(PARENT, "branches"), 0)
+    leaf = child_run_id(branch, map_digest(branch, "leaves"), 1)
+    assert store.load(leaf).checkpoint.parent == {
+        "run": branch,
+        "map": leaf.split(".")[-2],
+        "index": 1,
+    }
+    assert parent_hops(outcome) == [0, 1]
