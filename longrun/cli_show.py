@@ -125,6 +125,9 @@ def status_text(
     ]
     if checkpoint.function:
         lines.append(f"function  {checkpoint.function}")
+    if checkpoint.parent is not None:
+        link = checkpoint.parent
+        lines.append(f"parent    {link.get('run')} (run.map item {link.get('index')})")
     if checkpoint.hops:
         lines.append("hops      hop  try  where    started (UTC)        took     items  ended as")
         for entry in checkpoint.hops:

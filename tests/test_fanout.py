@@ -508,6 +508,8 @@ def test_the_cli_shows_children_lists_them_and_cancel_stops_them(tmp_path: Path)
         child_run_id(PARENT, digest, i): "completed" if i % 2 == 0 else "waiting" for i in range(6)
     }
     assert "no run 'nope'" in cli("list", "--parent", "nope", "--store", uri).stderr
+    child = cli("status", child_run_id(PARENT, digest, 1), "--store", uri)
+    assert f"parent    {PARENT} (run.map item 1)" in child.stdout, child.stderr
     cancelled = cli("cancel", PARENT, "--store", uri)
     assert cancelled.returncode == 0, cancelled.stderr
     statuses = {i: store.load(child_run_id(PARENT, digest, i)) for i in range(7)}
