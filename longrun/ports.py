@@ -121,12 +121,16 @@ class Transport:
 
         invoke_async(function, payload, client=client, tenant_id=tenant_id)
 
+    invoke_threads = INVOKE_THREADS
+    """How many invocations :meth:`invoke_many` sends at once (1: one after the other, in
+    order, as a test harness wants)."""
+
     def invoke_many(
         self, function: str, payloads: list[bytes], *, tenant_id: str | None = None
     ) -> None:
-        """:meth:`invoke_async` of each payload, up to ``INVOKE_THREADS`` at once (a fan-out
+        """:meth:`invoke_async` of each payload, up to ``invoke_threads`` at once (a fan-out
         starting its children). Every payload is tried; the first error is raised after."""
-        if len(payloads) < 2:
+        if self.invoke_threads < 2 or len(payloads) < 2:
             for payload in payloads:
                 self.invoke_async(function, payload, None, tenant_id=tenant_id)
             return
@@ -139,7 +143,7 @@ class Transport:
                 return exc
             return None
 
-        with ThreadPoolExecutor(max_workers=min(INVOKE_THREADS, len(payloads))) as pool:
+        with ThreadPoolExecutor(max_workers=min(self.invoke_threads, len(payloads))) as pool:
             errors = [error for error in pool.map(send, payloads) if error is not None]
         if errors:
             raise errors[0]

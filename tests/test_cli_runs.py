@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clitool import cli
 
 from longrun import FileStore, S3Store, current_run, get_run, longrun
 from longrun.gc import collect_garbage
@@ -27,14 +28,6 @@ from longrun.testing.emulator import LocalLambda
 APP = f"{Path(__file__).parent / 'observed_app' / 'app.py'}:handler"
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "longrun.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
 
 
 def job(store: CheckpointStore) -> Any:

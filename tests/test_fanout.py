@@ -6,14 +6,13 @@ retries, failed writes, lost replies, a crashed parent and a cancel."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clitool import cli
 
 from longrun import FileStore, MapFailed, MemoryStore, current_run, longrun
 from longrun.errors import EnvelopeError, LongrunError, StoreError
@@ -474,15 +473,6 @@ def test_a_malformed_child_event_or_a_hand_edited_join_is_refused_clearly() -> N
     errors = [str(r.error) for r in outcome.invocations if r.error is not None]
     assert errors and "is not one longrun wrote" in errors[-1], outcome.summary()
     assert "join.json" in errors[-1]
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "longrun.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_the_cli_shows_children_lists_them_and_cancel_stops_them(tmp_path: Path) -> None:

@@ -169,6 +169,8 @@ class _SimHooks(ports.Clock, ports.Transport, ports.Observer):
     """The simulator's clock, transport and observer in one: virtual time, an in-process
     hand-off, injected faults."""
 
+    invoke_threads = 1  # a fan-out's children are queued in order: runs stay reproducible
+
     def __init__(self, sim: LambdaSim, record: HopRecord, delivery: Delivery) -> None:
         self.sim = sim
         self.record = record
@@ -270,12 +272,6 @@ class _SimHooks(ports.Clock, ports.Transport, ports.Observer):
                 for d in sim._queue
                 if not (d.kind in ("wake", "timeout") and d.event == wanted[-1])
             )
-
-    def invoke_many(
-        self, function: str, payloads: list[bytes], *, tenant_id: str | None = None
-    ) -> None:
-        for payload in payloads:  # one after the other: the queue's order stays reproducible
-            self.invoke_async(function, payload, None, tenant_id=tenant_id)
 
     def invoke_async(
         self, function: str, payload: bytes, client: Any, *, tenant_id: str | None = None

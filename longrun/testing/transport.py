@@ -20,6 +20,8 @@ class RecordingTransport(Transport):
     chain of hops on the real clock (the simulator does this on virtual time).
     """
 
+    invoke_threads = 1  # a fan-out's children are recorded in order
+
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
         self.calls: list[tuple[str, dict[str, Any], str | None]] = []
@@ -43,12 +45,6 @@ class RecordingTransport(Transport):
             self.sent.append(envelope)
             self.calls.append((function, envelope, tenant_id))
             self._pending.setdefault(run_id, []).append(envelope)
-
-    def invoke_many(
-        self, function: str, payloads: list[bytes], *, tenant_id: str | None = None
-    ) -> None:
-        for payload in payloads:  # in order, as given
-            self.invoke_async(function, payload, None, tenant_id=tenant_id)
 
     def next(self, run_id: str) -> dict[str, Any]:
         """The oldest envelope of ``run_id`` not taken yet (IndexError if none)."""
