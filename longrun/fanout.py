@@ -93,17 +93,17 @@ def run_map(
     if run.signal is not None:
         raise run.signal
     _check_options(name, max_concurrency, tolerated_failures, tolerated_failure_ratio, function)
-    side = run._side
-    store = None if side is None else side.store
-    if side is None or store is None:
+    if run._side is None:
         raise LongrunError(f"run.map({name!r}) needs the run's store (it is not in a run hop).")
+    store = run._side.store
     path, scope, record = _record(run, "map", name)
+    join = None
     if record is None or record.get("kind") != "map":
-        record = _start(run, store, path, scope, items, max_concurrency, function)
-    digest = str(record["map"])
+        record, join = _start(run, store, path, scope, items, max_concurrency, function)
     if record["state"] == "done":
         return _results(store, record, name, run.id, tolerated_failures, tolerated_failure_ratio)
-    join = read_join(store, run.id, digest)
+    if join is None:
+        join = read_join(store, run.id, str(record["map"]))
     if join is None:
         join = _create_join(run, store, path, record)
     if join.get("cancelled"):
@@ -151,9 +151,9 @@ def _start(
     items: Iterable[Any],
     limit: int,
     function: str | None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Store the items, checkpoint the map's record and create its join record (the caller
-    starts the first children). Returns the record."""
+    starts the first children). Returns the record and the join record (none for no items)."""
     if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
         raise LongrunError(
             f"run.map({path!r}): items must be a list (or iterable) of child events, not a "
@@ -193,9 +193,7 @@ def _start(
         record["failed"] = []
     run._step_records[path] = record
     run.checkpoint()  # the items are fixed before any child exists
-    if listed:
-        _create_join(run, store, path, record)
-    return record
+    return record, _create_join(run, store, path, record) if listed else None
 
 
 def _create_join(
@@ -211,7 +209,7 @@ def _create_join(
 def join_complete(run: Run, path: str) -> bool:
     """Whether every child of the map at ``path`` has finished (after the waiting write)."""
     record = run._step_records.get(path) or {}
-    if run._side is None or run._side.store is None or "map" not in record:
+    if run._side is None or "map" not in record:
         return False
     join = read_join(run._side.store, run.id, str(record["map"]))
     return join is not None and join["ok"] + len(join["failed"]) >= join["n"]

@@ -107,9 +107,7 @@ class ClaimedHop:
             steps=checkpoint.steps,
             wall_ms=self.clock.wall_ms,
             side=SideObjects(
-                caller.store.put_object,
-                caller.store.read_object,
-                store=caller.store,
+                caller.store,
                 function=caller.function,
                 tenant_id=checkpoint.tenant_id or caller.tenant_id,
             ),

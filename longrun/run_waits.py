@@ -19,21 +19,15 @@ T = TypeVar("T")
 
 
 class SideObjects:
-    """Where large step results go: the run's store (``put``/``read`` of a named object);
-    for ``run.map``, the store itself and the function and tenant that invoke children."""
+    """The run's store, where large step results and callback answers go (``put``/``read``
+    of a named object), with the function and tenant that ``run.map`` invokes children as."""
 
     def __init__(
-        self,
-        put: Callable[[str, bytes], None],
-        read: Callable[[str], bytes | None],
-        *,
-        store: CheckpointStore | None = None,
-        function: str | None = None,
-        tenant_id: str | None = None,
-    ):
-        self.put = put
-        self.read = read
+        self, store: CheckpointStore, *, function: str | None, tenant_id: str | None
+    ) -> None:
         self.store = store
+        self.put = store.put_object
+        self.read = store.read_object
         self.function = function
         self.tenant_id = tenant_id
 
