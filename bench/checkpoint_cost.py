@@ -12,7 +12,7 @@ store's last save wrote, already encoded, so the first ratio charges longrun for
 state with ``json.dumps`` first, as a hand-written checkpoint would. The codec in use (orjson,
 or the standard library with ``LONGRUN_JSON_CODEC=json``) is printed with the figures.
 
-    python bench/checkpoint_cost.py [--repeat 9] [--json]
+    python bench/checkpoint_cost.py [--repeat 9] [--file-repeat 41] [--json]
 """
 
 from __future__ import annotations
@@ -185,9 +185,12 @@ def codec_name() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument(
+        "--file-repeat", type=int, default=41, help="rounds of the file writes (fsync varies)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    rows = bench_s3(args.repeat) + bench_file(args.repeat)
+    rows = bench_s3(args.repeat) + bench_file(args.file_repeat)
     if args.json:
         print(json.dumps(rows))
         return

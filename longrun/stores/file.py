@@ -38,8 +38,8 @@ _HEAD_BYTES = 64
 _THREAD_LOCKS = tuple(threading.Lock() for _ in range(64))
 
 
-def _thread_lock(path: Path) -> threading.Lock:
-    return _THREAD_LOCKS[zlib.crc32(str(path).encode()) % len(_THREAD_LOCKS)]
+def _thread_lock(folder: str) -> threading.Lock:
+    return _THREAD_LOCKS[zlib.crc32(folder.encode()) % len(_THREAD_LOCKS)]
 
 
 class FileStore(CheckpointStore):
@@ -55,6 +55,7 @@ class FileStore(CheckpointStore):
                 "(for EFS, the mount point or a folder below it)."
             )
         self.root = root
+        self._root = str(root)
 
     def describe(self, key: str | None = None) -> str:
         return f"file://{self.root / key if key else self.root}"
@@ -66,17 +67,19 @@ class FileStore(CheckpointStore):
         return self._path(self._object_key(name)).as_uri()
 
     @contextlib.contextmanager
-    def _locked(self, key: str, *, make_dir: bool = True) -> Iterator[Path]:
-        """Hold the run's locks; without ``make_dir``, a missing folder is a conflict (the
-        run was deleted since it was read)."""
-        path = self._path(key)
+    def _locked(self, key: str, *, make_dir: bool = True) -> Iterator[str]:
+        """Hold the run's locks and give the key's path; without ``make_dir``, a missing
+        folder is a conflict (the run was deleted since it was read). (Paths are strings
+        here: this is every write's path, and pathlib costs more than the locking.)"""
+        path = os.path.join(self._root, key)
+        folder = os.path.dirname(path)
         # The thread lock is held until the descriptor is closed: closing any descriptor of
         # a file drops every lockf lock this process holds on it, another thread's included.
-        with _thread_lock(path.parent):
+        with _thread_lock(folder):
             try:
                 if make_dir:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path.parent / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+                    os.makedirs(folder, exist_ok=True)
+                fd = os.open(os.path.join(folder, _LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
             except FileNotFoundError as exc:
                 if make_dir:
                     raise StoreError(
@@ -113,8 +116,8 @@ class FileStore(CheckpointStore):
             raise StoreError(f"cannot read {self.describe(key)}: {exc}") from exc
         return data, self._seq_of(data)
 
-    def _write_atomically(self, key: str, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    def _write_atomically(self, key: str, path: str, data: bytes) -> None:
+        tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -126,7 +129,7 @@ class FileStore(CheckpointStore):
             finally:
                 os.close(fd)
             os.replace(tmp, path)
-            dir_fd = os.open(path.parent, os.O_RDONLY)
+            dir_fd = os.open(os.path.dirname(path), os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
             except OSError as exc:  # some file systems refuse fsync on a directory
@@ -136,17 +139,17 @@ class FileStore(CheckpointStore):
                 os.close(dir_fd)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                os.unlink(tmp)
             raise StoreError(f"cannot write {self.describe(key)}: {exc}") from exc
 
     def _create(self, key: str, data: bytes) -> Token:
         with self._locked(key) as path:
-            if path.exists():
+            if os.path.exists(path):
                 raise CheckpointConflict(f"{self.describe(key)} already exists")
             self._write_atomically(key, path, data)
         return self._seq_of(data)
 
-    def _stored_seq(self, key: str, path: Path) -> int | None:
+    def _stored_seq(self, key: str, path: str) -> int | None:
         """The stored document's ``seq``, read from its first bytes where longrun puts it."""
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -182,12 +185,13 @@ class FileStore(CheckpointStore):
 
     def _delete(self, key: str) -> None:
         with self._locked(key) as path, contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        if path.name != CHECKPOINT_NAME:
+            os.unlink(path)
+        if os.path.basename(path) != CHECKPOINT_NAME:
             return  # a side object: its folder and lock are shared with others
         with contextlib.suppress(OSError):
-            (path.parent / _LOCK_NAME).unlink()
-            path.parent.rmdir()
+            folder = os.path.dirname(path)
+            os.unlink(os.path.join(folder, _LOCK_NAME))
+            os.rmdir(folder)
 
     def _list(self) -> Iterator[str]:
         if not self.root.is_dir():
