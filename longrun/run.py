@@ -3,8 +3,9 @@
 ``run.iterate`` is the hot path. The context (the authority on the deadline) is consulted at
 the first item and then at most every ``CHECK_INTERVAL_S`` of monotonic time, or after any
 item that took longer. On the real clock a ticker thread raises the loop's ``due`` flag every
-``CHECK_INTERVAL_S``, so an item costs a flag test and a position increment; on a test clock
-(the simulator's virtual time) the clock is read after every item instead.
+``CHECK_INTERVAL_S``, so an item costs a flag test and a position increment (over a list,
+tuple, range or str, not even that: the iterator counts, see ``loops.position_probe``); on a
+test clock (the simulator's virtual time) the clock is read after every item instead.
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar, overload
 
 from .errors import CursorKeyMissing, LongrunError, NotInRunError, shown
+from .loops import (
+    MISSING,
+    SEEKABLE,
+    Loop,
+    as_saved,
+    aunique_keys,
+    chain_one,
+    length_of,
+    position_probe,
+    unique_keys,
+)
 from .run_waits import SideObjects, WaitsMixin
 from .timing import CHECK_INTERVAL_S, TICKER, Timer
 
@@ -72,57 +84,6 @@ class Cancelled(_Control):
     """The run was cancelled while this hop was running."""
 
 
-class _Loop:
-    __slots__ = (
-        "children",
-        "children_pos",
-        "done",
-        "due",
-        "in_hand",
-        "key",
-        "key_fn",
-        "last",
-        "path",
-        "pos",
-        "start",
-        "total",
-    )
-
-    def __init__(self, path: str, pos: int, key: Any, key_fn: Callable[[Any], Any] | None) -> None:
-        self.path = path
-        self.pos = pos
-        self.start = pos
-        self.key = key
-        self.key_fn = key_fn
-        self.last: Any = None
-        """A keyed loop's item before ``in_hand``: the last finished one while the loop runs."""
-        self.in_hand: Any = None
-        """A keyed loop's latest item from its iterable (set by its key check)."""
-        self.done = False
-        self.total: int | None = None
-        """The iterable's length, when it has one (shown as a progress bar's end)."""
-        self.due = True
-        """Time to look at the clock (raised by the ticker; first item: at once)."""
-        self.children = 0
-        """Loops opened inside the current item (their ordinal names count from 0)."""
-        self.children_pos = pos
-        """``pos`` when those loops were opened: once it moved on, they belong to a
-        finished item and are dropped (lazily: when the next item opens one, or when
-        cursors are taken)."""
-
-    def cursor(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"pos": self.pos, "done": self.done}
-        if self.key_fn is not None:
-            # ``last`` is set in this hop once an item finished here (pos moved past start).
-            # An item is finished once the next is asked for; when the loop is done, the last
-            # item taken is finished too.
-            last = self.in_hand if self.done else self.last
-            entry["key"] = self.key_fn(last) if self.pos > self.start else self.key
-        if self.total is not None:
-            entry["total"] = self.total
-        return entry
-
-
 class Run(WaitsMixin):
     """One run of a long job, as seen from inside one hop.
 
@@ -159,7 +120,7 @@ class Run(WaitsMixin):
         """Writes a checkpoint of this run (a fenced write by the hop holding the claim)."""
         self._every = checkpoint_every_s
         self._run_deadline = run_deadline_mono
-        self._stack: list[_Loop] = []
+        self._stack: list[Loop] = []
         self._root_children = 0
         self._items_closed = 0
         now = timer.mono()
@@ -281,7 +242,7 @@ class Run(WaitsMixin):
 
     def _open_loop(
         self, name: str | None, key: Callable[[Any], Any] | None, ordered: bool
-    ) -> tuple[_Loop, dict[str, Any]]:
+    ) -> tuple[Loop, dict[str, Any]]:
         if self.signal is not None:  # the hop has ended: no new loop starts
             raise self.signal
         # Validate before taking a loop number, so a rejected call shifts no default name.
@@ -326,13 +287,13 @@ class Run(WaitsMixin):
         self._opened.add(path)
         saved = self._cursors.get(path) or {}
         pos = saved.get("pos", 0)
-        loop = _Loop(path, pos if isinstance(pos, int) else 0, saved.get("key"), key)
+        loop = Loop(path, pos if isinstance(pos, int) else 0, saved.get("key"), key)
         loop.done = bool(saved.get("done"))
         if ordered:
             saved = {**saved, "ordered": True}
         return loop, saved
 
-    def _close_loop(self, loop: _Loop) -> None:
+    def _close_loop(self, loop: Loop) -> None:
         if self._stack and self._stack[-1] is loop:
             self._stack.pop()
         elif loop in self._stack:
@@ -342,7 +303,7 @@ class Run(WaitsMixin):
         if loop.done:
             self._drop_children(loop)
 
-    def _drop_children(self, loop: _Loop) -> None:
+    def _drop_children(self, loop: Loop) -> None:
         prefix = loop.path + "/"
         for path in [p for p in self._cursors if p.startswith(prefix)]:
             del self._cursors[path]
@@ -350,31 +311,31 @@ class Run(WaitsMixin):
             self._opened = {p for p in self._opened if not p.startswith(prefix)}
         loop.children = 0
 
-    def _skip(self, loop: _Loop, saved: dict[str, Any], iterable: Iterable[T]) -> Iterator[T]:
+    def _skip(self, loop: Loop, saved: dict[str, Any], iterable: Iterable[T]) -> Iterator[T]:
         """An iterator positioned after the items earlier hops finished."""
         iterator = iter(iterable)
         if loop.pos == 0 and "key" not in saved:
             return iterator
         if loop.key_fn is not None and saved.get("key") is not None:
             return self._skip_to_key(loop, iterator, saved["key"], saved.get("ordered", False))
-        if type(iterator).__name__ in _SEEKABLE:
+        if type(iterator).__name__ in SEEKABLE:
             iterator.__setstate__(loop.pos)  # type: ignore[attr-defined]
             return iterator
         for _ in range(loop.pos):
-            if next(iterator, _MISSING) is _MISSING:
+            if next(iterator, MISSING) is MISSING:
                 break
         return iterator
 
     def _skip_to_key(
-        self, loop: _Loop, iterator: Iterator[T], saved_key: Any, ordered: bool
+        self, loop: Loop, iterator: Iterator[T], saved_key: Any, ordered: bool
     ) -> Iterator[T]:
         key_fn = loop.key_fn
         assert key_fn is not None
         for item in iterator:
-            key = _as_saved(key_fn(item))
+            key = as_saved(key_fn(item))
             if ordered:
                 if key > saved_key:
-                    return _chain_one(item, iterator)
+                    return chain_one(item, iterator)
             elif key == saved_key:
                 return iterator
         if ordered:
@@ -382,7 +343,7 @@ class Run(WaitsMixin):
         raise self._key_missing(loop, saved_key)
 
     @staticmethod
-    def _key_missing(loop: _Loop, saved_key: Any) -> CursorKeyMissing:
+    def _key_missing(loop: Loop, saved_key: Any) -> CursorKeyMissing:
         return CursorKeyMissing(
             f"run.iterate loop {shown(loop.path)}: the last finished item had key "
             f"{shown(saved_key)}, "
@@ -441,16 +402,16 @@ class Run(WaitsMixin):
                 "per item)."
             )
         loop, saved = self._open_loop(name, key, ordered)
-        loop.total = _length(iterable)
+        loop.total = length_of(iterable)
         if hasattr(iterable, "__aiter__") and not hasattr(iterable, "__iter__"):
             if key is not None:
-                iterable = _aunique_keys(loop, iterable, key, ordered)
+                iterable = aunique_keys(loop, iterable, key, ordered)
             return self._aloop(loop, saved, iterable)
         if key is not None:
-            iterable = _unique_keys(loop, iterable, key, ordered)  # type: ignore[arg-type]
+            iterable = unique_keys(loop, iterable, key, ordered)  # type: ignore[arg-type]
         return self._loop(loop, saved, iterable)  # type: ignore[arg-type]
 
-    def _between(self, loop: _Loop, now: float) -> None:
+    def _between(self, loop: Loop, now: float) -> None:
         """The bookkeeping between two items: yield if time is short, checkpoint if due."""
         timer = self._timer
         timer.note_progress(self.items_done(), now - self._hop_start)
@@ -462,59 +423,74 @@ class Run(WaitsMixin):
             self.checkpoint()
 
     @contextmanager
-    def _looping(self, loop: _Loop) -> Iterator[None]:
+    def _looping(self, loop: Loop) -> Iterator[None]:
         self._stack.append(loop)
         try:
             yield
         finally:
             self._close_loop(loop)
 
-    def _loop(self, loop: _Loop, saved: dict[str, Any], iterable: Iterable[T]) -> Iterator[T]:
+    def _loop(self, loop: Loop, saved: dict[str, Any], iterable: Iterable[T]) -> Iterator[T]:
         if self._timer.mono is time.perf_counter:
             return self._ticked_loop(loop, saved, iterable)
         return self._timed_loop(loop, saved, iterable)
 
-    def _ticked_loop(
-        self, loop: _Loop, saved: dict[str, Any], iterable: Iterable[T]
-    ) -> Iterator[T]:
+    def _ticked_loop(self, loop: Loop, saved: dict[str, Any], iterable: Iterable[T]) -> Iterator[T]:
         """The loop on the real clock: the ticker raises ``loop.due`` every CHECK_INTERVAL_S,
         and the clock is read only then. The stretch since the last check bounds every item
         in it, so it is what the longest item is measured by (an overestimate by at most a
-        tick for fast items, exact for an item that spans a tick)."""
+        tick for fast items, exact for an item that spans a tick).
+
+        Over a list, tuple, range or str the iterator counts its position itself, and
+        ``loop.pos`` reads it from there while the loop runs (``probe``): an item then costs
+        a flag test, not also an int made to count it."""
         with self._looping(loop):
             if loop.done:
                 return
             iterator = self._skip(loop, saved, iterable)
-            timer = self._timer
-            mono = timer.mono
+            probe = position_probe(iterator, loop.pos)
             TICKER.add(loop)
             try:
-                prev = mono()
-                checked = loop.pos
                 # The time check runs once the next item is in hand: a loop whose last item
                 # is done completes instead of ending the hop for nothing.
-                for item in iterator:
-                    if loop.due:
-                        loop.due = False
-                        now = mono()
-                        # (nested loops timed their own items)
-                        stretch = now - prev
-                        if (
-                            loop.pos > checked
-                            and not loop.children
-                            and stretch > timer.longest_item_s
-                        ):
-                            timer.longest_item_s = stretch
-                        checked = loop.pos
-                        prev = now
-                        self._between(loop, now)
-                    yield item
-                    loop.pos += 1
+                if probe is None:
+                    for item in iterator:
+                        if loop.due:
+                            self._check_ticked(loop)
+                        yield item
+                        loop.pos += 1
+                else:
+                    for item in iterator:
+                        if loop.due:  # (the first item always: ``due`` starts raised)
+                            loop.probe = probe  # (an item is in hand from here on)
+                            self._check_ticked(loop)
+                        yield item
+                    loop.probe = None
+                    loop.pos = max(loop.pos, probe(exhausted=True))
                 loop.done = True
             finally:
+                if loop.probe is not None:  # stopped with an item in hand
+                    loop.pos = loop.probe()
+                    loop.probe = None
                 TICKER.discard(loop)
 
-    def _timed_loop(self, loop: _Loop, saved: dict[str, Any], iterable: Iterable[T]) -> Iterator[T]:
+    def _check_ticked(self, loop: Loop) -> None:
+        """A ticked loop's check, with an item in hand: time its stretch of items, then
+        :meth:`_between`. ``loop.last_check`` holds the clock and position of the last."""
+        loop.due = False
+        timer = self._timer
+        now = timer.mono()
+        pos = loop.pos
+        since = loop.last_check
+        if since is not None:
+            prev, checked = since
+            # (nested loops timed their own items)
+            if pos > checked and not loop.children and now - prev > timer.longest_item_s:
+                timer.longest_item_s = now - prev
+        loop.last_check = (now, pos)
+        self._between(loop, now)
+
+    def _timed_loop(self, loop: Loop, saved: dict[str, Any], iterable: Iterable[T]) -> Iterator[T]:
         """The loop on a test clock: the clock is read after every item."""
         with self._looping(loop):
             if loop.done:
@@ -537,7 +513,7 @@ class Run(WaitsMixin):
             loop.done = True
 
     async def _aloop(
-        self, loop: _Loop, saved: dict[str, Any], iterable: AsyncIterable[T]
+        self, loop: Loop, saved: dict[str, Any], iterable: AsyncIterable[T]
     ) -> AsyncIterator[T]:
         self._stack.append(loop)
         try:
@@ -582,14 +558,14 @@ class Run(WaitsMixin):
             self._close_loop(loop)
 
     async def _askip_to_key(
-        self, loop: _Loop, iterator: AsyncIterator[T], saved: dict[str, Any], pending: list[T]
+        self, loop: Loop, iterator: AsyncIterator[T], saved: dict[str, Any], pending: list[T]
     ) -> None:
         """Advance ``iterator`` past the saved key; an ordered skip leaves one item pending."""
         key_fn = loop.key_fn
         assert key_fn is not None
         saved_key, ordered = saved["key"], saved.get("ordered", False)
         async for item in iterator:
-            key = _as_saved(key_fn(item))
+            key = as_saved(key_fn(item))
             if ordered and key > saved_key:
                 pending.append(item)
                 return
@@ -597,81 +573,6 @@ class Run(WaitsMixin):
                 return
         if not ordered:
             raise self._key_missing(loop, saved_key)
-
-
-_SEEKABLE = frozenset({"list_iterator", "tuple_iterator", "range_iterator", "str_ascii_iterator"})
-_MISSING = object()
-
-
-def _unique_keys(
-    loop: _Loop, iterable: Iterable[T], key_fn: Callable[[T], Any], ordered: bool
-) -> Iterator[T]:
-    """``iterable``, checking that a keyed loop's keys are unique (ascending if ``ordered``).
-
-    A keyed loop resumes after the item whose key was saved last: with a repeated key it
-    would resume after the wrong copy and run items again. The check covers the items
-    skipped on resume too, so it fails the same way on every hop.
-    """
-    check = _KeyCheck(loop, key_fn, ordered)
-    for item in iterable:
-        check(item)
-        yield item
-
-
-async def _aunique_keys(
-    loop: _Loop, iterable: AsyncIterable[T], key_fn: Callable[[T], Any], ordered: bool
-) -> AsyncIterator[T]:
-    """:func:`_unique_keys` for an async iterable."""
-    check = _KeyCheck(loop, key_fn, ordered)
-    async for item in iterable:
-        check(item)
-        yield item
-
-
-class _KeyCheck:
-    """Raises LongrunError at the first repeated key (or, ordered, one not ascending)."""
-
-    def __init__(self, loop: _Loop, key_fn: Callable[[Any], Any], ordered: bool) -> None:
-        self.loop, self.key_fn, self.ordered = loop, key_fn, ordered
-        self.seen: set[Any] = set()
-        self.previous: Any = _MISSING
-        self.index = -1
-
-    def __call__(self, item: Any) -> None:
-        self.loop.last, self.loop.in_hand = self.loop.in_hand, item
-        self.index += 1
-        index, loop, previous, seen = self.index, self.loop, self.previous, self.seen
-        token = _as_saved(self.key_fn(item))
-        if self.ordered:
-            if previous is not _MISSING and not token > previous:
-                raise LongrunError(
-                    f"run.iterate loop {shown(loop.path)} (ordered=True): the key "
-                    f"{shown(token)} of item {index} does not come after {shown(previous)}. "
-                    "Ordered keys must ascend strictly (no repeats): sort the listing, or "
-                    "drop ordered=True."
-                )
-            self.previous = token
-        else:
-            hashable = token if isinstance(token, (str, int, float, bool)) else repr(token)
-            if hashable in seen:
-                raise LongrunError(
-                    f"run.iterate loop {shown(loop.path)}: the key {shown(token)} appears "
-                    f"again at item {index}. A keyed loop resumes after the last finished "
-                    "item's key, so with repeated keys it would resume after the wrong copy "
-                    "and run items twice. Make keys unique (add the position or a version "
-                    "to the key), or drop key= if the iterable is the same on every hop."
-                )
-            seen.add(hashable)
-
-
-def _chain_one(first: T, rest: Iterator[T]) -> Iterator[T]:
-    yield first
-    yield from rest
-
-
-def _as_saved(key: Any) -> Any:
-    """A key as it comes back from the checkpoint (tuples become lists), for comparison."""
-    return json.loads(json.dumps(key)) if isinstance(key, (tuple, list, dict)) else key
 
 
 def _dumps(value: Any) -> str:
@@ -684,11 +585,3 @@ def _activate(run: Run | None) -> contextvars.Token[Run | None]:
 
 def _deactivate(token: contextvars.Token[Run | None]) -> None:
     _current.reset(token)
-
-
-def _length(iterable: object) -> int | None:
-    """``len(iterable)`` when it has a length (a list, a range), else ``None``."""
-    try:
-        return len(iterable)  # type: ignore[arg-type]
-    except Exception:  # no __len__, or one that fails: a progress bar without an end
-        return None

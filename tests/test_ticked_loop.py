@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from realtime import RealTimeContext
 
 from longrun import MemoryStore, current_run, longrun, ports
@@ -156,4 +157,108 @@ def test_a_loop_ended_by_an_exception_leaves_the_ticker() -> None:
         pass
     else:
         raise AssertionError("the handler's error should propagate")
+    assert TICKER.registered() == 0
+
+
+# Over a list, tuple, range or str the ticked loop reads its position from the iterator
+# (what is left of the sequence) instead of counting items: these pin that position to the
+# counting loop's, through checkpoints in the middle of an item, hops ended with an item in
+# hand, a list that grows as it is walked, and a loop left early.
+SEQUENCES = {
+    "list": lambda: list(range(100, 160)),
+    "tuple": lambda: tuple(range(60)),
+    "range": lambda: range(7, 7 + 3 * 60, 3),
+    "str": lambda: "".join(chr(48 + i) for i in range(60)),
+    "generator": lambda: (i for i in range(60)),  # the counting loop, for comparison
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SEQUENCES))
+def test_a_ticked_loop_over_a_sequence_records_the_item_in_hand(kind: str) -> None:
+    store, transport = MemoryStore(), RecordingTransport()
+    run_id = f"seq-{kind}"
+    index_of = {item: i for i, item in enumerate(SEQUENCES[kind]())}
+    done: list[int] = []
+    mid_item: list[tuple[int, int]] = []  # (index in hand, pos stored by run.checkpoint())
+
+    @longrun(checkpoint=store, run_id=lambda event: run_id, checkpoint_every_s=3600)
+    def handler(event: Any, context: Any) -> int:
+        run = current_run()
+        for item in run.iterate(SEQUENCES[kind]()):
+            i = index_of[item]
+            if (run.hop, i) in {(0, 5), (1, 30), (2, 59)}:
+                run.checkpoint()
+                mid_item.append((i, store.status(run_id)["cursors"]["#0"]["pos"]))
+            if (run.hop, i) in {(0, 13), (1, 41)}:
+                run.end_hop()  # item 13 (then 41) is in hand, not finished
+            done.append(i)
+        return run.items_done()
+
+    with ports.installed(transport=transport):
+        left = drive(handler, transport, {}, run_id)
+    assert len(left) == 3
+    assert done == list(range(60))  # each item once, in order, across the hops
+    assert mid_item == [(5, 5), (30, 30), (59, 59)]
+    cursor = store.status(run_id)["cursors"]["#0"]
+    assert (cursor["pos"], cursor["done"]) == (60, True)
+    assert store.status(run_id)["result"] == 60 - 41  # the last hop's items
+    hops = store.status(run_id)["hops"]
+    assert [h["items"] for h in hops] == [13, 41 - 13, 60 - 41]
+    assert TICKER.registered() == 0
+
+
+def test_a_list_that_grows_while_it_is_walked_is_walked_to_its_end() -> None:
+    store = MemoryStore()
+    items = list(range(10))
+    seen: list[int] = []
+    stored: list[int] = []
+
+    @longrun(checkpoint=store, run_id=lambda event: "grows", checkpoint_every_s=3600)
+    def handler(event: Any, context: Any) -> int:
+        run = current_run()
+        for item in run.iterate(items):
+            if item < 5:
+                items.append(100 + item)
+            if item == 102:  # the 13th item
+                run.checkpoint()
+                stored.append(store.status("grows")["cursors"]["#0"]["pos"])
+            seen.append(item)
+        return run.items_done()
+
+    assert handler({}, RealTimeContext(60, arn=ARN)) == 15
+    assert seen == [*range(10), *range(100, 105)]
+    assert stored == [12]
+    assert store.status("grows")["cursors"]["#0"]["pos"] == 15
+
+
+@pytest.mark.parametrize("kind", ["list", "generator"])
+def test_a_loop_left_early_counts_the_items_finished_before(kind: str) -> None:
+    store = MemoryStore()
+    run_id = f"early-{kind}"
+
+    @longrun(checkpoint=store, run_id=lambda event: run_id, checkpoint_every_s=3600)
+    def handler(event: Any, context: Any) -> int:
+        run = current_run()
+        for i in run.iterate(SEQUENCES[kind]()):
+            if i in (9, 109):
+                break  # (item 9's body ran, but the loop never asked for the next)
+        return run.items_done()
+
+    assert handler({}, RealTimeContext(60, arn=ARN)) == 9
+
+
+@pytest.mark.parametrize("kind", ["list", "generator"])
+def test_an_item_that_raises_is_not_counted_as_finished(kind: str) -> None:
+    @longrun(checkpoint=MemoryStore(), run_id=lambda event: f"raises-{kind}")
+    def handler(event: Any, context: Any) -> int:
+        run = current_run()
+        try:
+            for i in run.iterate(SEQUENCES[kind]()):
+                if i in (3, 103):
+                    raise ValueError("item 3")
+        except ValueError:
+            pass
+        return run.items_done()
+
+    assert handler({}, RealTimeContext(60, arn=ARN)) == 3  # items 0-2
     assert TICKER.registered() == 0
