@@ -24,7 +24,7 @@ from .errors import (
     RecursionStopped,
     shown,
 )
-from .observe import traced
+from .observe import UNTRACED, traced, tracing_active
 from .ports import Ports, active
 from .protocol import Checkpoint, Claim, Escalation, HopEntry, decode
 from .stores.base import CheckpointStore, Loaded
@@ -75,6 +75,8 @@ class Writer:
         self.writes: list[tuple[int, float]] = []
         """Bytes and seconds of each write by this invocation (for its metrics)."""
         self.lock = threading.RLock()  # the heartbeat thread writes too
+        self.tracing = tracing_active()
+        """Whether this invocation is traced (read once: the trace header is the request's)."""
         self.parts = EncodedParts()
         """The step records this writer encoded last (``run.step`` writes once a step: the
         next write re-encodes only the records replaced since)."""
@@ -95,7 +97,11 @@ class Writer:
             start = self.ports.clock.mono()
             self.ports.observer.before_write(checkpoint.run_id, what)
             previous = self.loaded
-            with traced("checkpoint save", checkpoint.run_id, hop=checkpoint.hop, write=what):
+            with (
+                traced("checkpoint save", checkpoint.run_id, hop=checkpoint.hop, write=what)
+                if self.tracing
+                else UNTRACED
+            ):
                 loaded = self.store.replace(
                     checkpoint, previous.token, previous=previous.checkpoint, parts=self.parts
                 )
@@ -156,6 +162,7 @@ class Caller:
             )
         self.tenant_id: str | None = tenant or None
         """The tenant this invocation serves (per-tenant isolation mode), if any."""
+        self._claim: Claim | None = None
 
     def claim(self, now: int) -> Claim:
         """This invocation's lease: until its deadline, or for ``lease_s`` when it has none
@@ -164,7 +171,12 @@ class Caller:
         if self.lease_s is not None:
             remaining = min(remaining, int(self.lease_s * 1000))
         deadline = None if remaining >= NO_DEADLINE_MS else now + remaining
-        return Claim(request_id=self.request_id, deadline_ms=deadline, where=self.where)
+        last = self._claim
+        if last is None or last.deadline_ms != deadline:  # (a claim is immutable: share it)
+            last = self._claim = Claim(
+                request_id=self.request_id, deadline_ms=deadline, where=self.where
+            )
+        return last
 
     def remaining_ms(self) -> int:
         return NO_DEADLINE_MS if self._remaining is None else self._remaining()

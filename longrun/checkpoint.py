@@ -31,7 +31,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from .errors import (
@@ -418,42 +418,59 @@ def encode_document(document: Mapping[str, Any], parts: EncodedParts | None = No
 
     ``parts``: the step records encoded by this writer's last write, reused where unchanged
     (see :class:`EncodedParts`); the bytes are the same with or without it."""
-    encode = _encoder()
     # longrun's own fields first (so "format" and "seq" lead, as FileStore reads them): the
     # trusted ones in one piece, then each other field on its own, then each user part (the
     # event from the cache).
     head = {key: value for key, value in document.items() if key in _TRUSTED}
+    others = [(key, document[key]) for key in document if key not in _HEAD_OR_USER]
+    users = [(name, document[name]) for name in _USER_PARTS if name in document]
+    data = encode_split(head, others, users, parts)
+    if data is not None:
+        return data
+    raise _unserializable(document)
+
+
+def encode_split(
+    head: dict[str, Any],
+    others: Iterable[tuple[Any, Any]],
+    users: Iterable[tuple[str, Any]],
+    parts: EncodedParts | None = None,
+) -> bytes | None:
+    """A document from its pieces, as :func:`encode_document` lays it out: ``head`` (the
+    trusted fields, in order), then ``others`` (each checked), then ``users`` (the user
+    parts, in ``_USER_PARTS`` order). ``None`` if a piece does not encode."""
+    encode = _encoder()
     first = _UNCHECKED.get(encode, encode)(head)
-    if first is not None:
-        pieces = [first[:-1]]  # without its "}"
-        comma = first != b"{}"
-        for key in [key for key in document if key not in _HEAD_OR_USER]:
-            value = document[key]
-            if key == "steps" and type(value) is dict:
-                data = _encode_steps(value, encode, parts)
-            else:
-                data = encode(value) if type(key) is str else None
-            if data is None:
-                break
-            pieces += (b"," if comma else b"", _KEYS.get(key) or _key_bytes(key), data)
-            comma = True
+    if first is None:
+        return None
+    pieces = [first[:-1]]  # without its "}"
+    comma = first != b"{}"
+    for key, value in others:
+        if key == "steps" and type(value) is dict:
+            data = _encode_steps(value, encode, parts)
         else:
-            for name in _USER_PARTS:
-                if name in document:
-                    value = document[name]
-                    if value is None:
-                        data = b"null"
-                    elif name == "event":
-                        data = _EVENTS.encode(value, encode)
-                    else:
-                        data = encode(value)
-                    if data is None:
-                        break
-                    pieces += (b"," if comma else b"", _KEYS[name], data)
-                    comma = True
-            else:
-                pieces.append(b"}")
-                return b"".join(pieces)  # (one copy of the parts)
+            data = encode(value) if type(key) is str else None
+        if data is None:
+            return None
+        pieces += (b"," if comma else b"", _KEYS.get(key) or _key_bytes(key), data)
+        comma = True
+    for name, value in users:
+        if value is None:
+            data = b"null"
+        elif name == "event":
+            data = _EVENTS.encode(value, encode)
+        else:
+            data = encode(value)
+        if data is None:
+            return None
+        pieces += (b"," if comma else b"", _KEYS[name], data)
+        comma = True
+    pieces.append(b"}")
+    return b"".join(pieces)  # (one copy of the parts)
+
+
+def _unserializable(document: Mapping[str, Any]) -> StateNotSerializable:
+    """Why ``document`` does not encode, naming the value at fault."""
     found = None
     for part in (*_USER_PARTS, *(k for k in document if k not in _USER_PARTS)):
         if part in document:
@@ -462,7 +479,7 @@ def encode_document(document: Mapping[str, Any], parts: EncodedParts | None = No
             if found:
                 break
     where, why = found or ("the checkpoint", "it is not JSON-serialisable")
-    raise StateNotSerializable(
+    return StateNotSerializable(
         f"cannot checkpoint {where}: {why}. Keep run.state to dicts, lists, strings, "
         "numbers, booleans and None (convert datetimes, sets, Decimals first). The last "
         "good checkpoint is kept.",

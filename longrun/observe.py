@@ -260,7 +260,8 @@ def _recorder() -> Any:
         return _xray or None
 
 
-_UNTRACED = contextlib.nullcontext()
+UNTRACED = contextlib.nullcontext()
+"""The shared no-op for a block that is not traced."""
 
 
 def traced(
@@ -270,7 +271,7 @@ def traced(
     (else a shared no-op: every checkpoint write passes here); a failure of tracing itself
     never reaches the hop."""
     if not tracing_active():
-        return _UNTRACED
+        return UNTRACED
     return _traced(name, run_id, annotations)
 
 

@@ -196,7 +196,8 @@ class Observer:
         default it calls :meth:`after_write` with the dict; an observer that keeps what was
         written overrides it to read the bytes (a snapshot that shares nothing with the
         live ``run.state``)."""
-        self.after_write(run_id, what, loaded.document)
+        if type(self).after_write is not Observer.after_write:  # (the dict is made on demand)
+            self.after_write(run_id, what, loaded.document)
 
     def on_run(self, run: Run, heartbeat: Callable[[], bool]) -> None:
         """Called once the hop holds its claim, with the live run handle and the function

@@ -108,3 +108,63 @@ def test_a_bad_record_is_refused_and_named_with_or_without_parts() -> None:
     for given in (None, parts):
         with pytest.raises(Exception, match=r"checkpoint\.steps\['a'\]\['result'\]"):
             encode_document(doc, given)
+
+
+def _base_checkpoint() -> Checkpoint:
+    """A real run's last checkpoint (claimed, one hop, a loop, a step)."""
+    store = MemoryStore()
+
+    @longrun(checkpoint=store, run_id=lambda e: "rich")
+    def handler(event: Any, context: Any) -> str:
+        run = current_run()
+        for i in run.iterate([1, 2], key=lambda item: f"k{item}"):
+            run.state[str(i)] = run.step("double", lambda x: 2 * x, i)
+        return "ok"
+
+    LambdaSim(store="handler").run(handler, {"event": ["é", 1.5, None]})
+    loaded = store.load("rich")
+    assert loaded is not None
+    return loaded.checkpoint
+
+
+def test_a_checkpoint_encodes_from_its_fields_as_from_its_dict() -> None:
+    # Checkpoint.encode builds the bytes from the fields; every optional field present, a
+    # field of a newer format, and a None/NaN check on each checked part: the same bytes
+    # as the document encoded from its dict.
+    from longrun.protocol.document import Claim, ErrorRecord, Escalation, Notice, Status
+
+    base = _base_checkpoint()
+    variants = {
+        "as stored": base,
+        "every optional field": base.replace(
+            status=Status.WAITING,
+            claim=Claim(request_id="r-1", deadline_ms=None, where="fargate"),
+            error=ErrorRecord("ValueError", "bad\u2028line", terminal=True, traceback=("tb",)),
+            escalation=Escalation("step too long", 3, task_arn=None),
+            notice=Notice("n-1", "completed", "sns:arn", "failed", 2, error="boom"),
+            wait={"kind": "callback", "name": "approve", "until_ms": 5, "schedule": None},
+            waits=4,
+            parent={"run": "p", "map": "d1", "index": 7},
+            next={"hop": 4, "sent": False},
+            result={"rows": [None, 0.25]},
+            result_note="a note",
+            tenant_id="tenant-a",
+            timing={"longest_item_ms": 3, "mean_item_ms": 0.5},
+        ),
+        "a field of a newer format": base.replace(extra={"future": [1, None], "seq": 99}),
+        "no steps": base.replace(steps={}),
+    }
+    for name, checkpoint in variants.items():
+        scratch = encode_document(checkpoint.to_json())
+        assert checkpoint.encode() == scratch, name
+        assert checkpoint.encode(EncodedParts()) == scratch, name
+
+
+def test_a_checkpoint_that_does_not_encode_names_the_value_at_fault() -> None:
+    base = _base_checkpoint()
+    with pytest.raises(codec.StateNotSerializable) as caught:
+        base.replace(state={"rows": [1, float("nan")]}).encode()
+    assert caught.value.path == "run.state['rows'][1]"
+    with pytest.raises(codec.StateNotSerializable) as caught:
+        base.replace(timing={"write_ms": float("inf")}).encode()
+    assert caught.value.path is not None and "timing" in caught.value.path

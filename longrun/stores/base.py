@@ -12,10 +12,9 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..checkpoint import EncodedParts, encode_document, validate_run_id
+from ..checkpoint import EncodedParts, validate_run_id
 from ..errors import CheckpointConflict, RunNotFound, StoreError
 from ..protocol import (
     Checkpoint,
@@ -38,21 +37,42 @@ CHECKPOINT_NAME = "checkpoint.json"
 log = logging.getLogger("longrun")
 
 
-@dataclass(frozen=True)
 class Loaded:
     """A checkpoint as read (or as just written), with the token a later replace presents."""
 
-    checkpoint: Checkpoint
-    token: Token
-    data: bytes
-    """The bytes as stored: ``checkpoint`` may share live objects (``run.state``), these do not."""
-    document: dict[str, Any] = field(default_factory=dict, compare=False)
-    """The same document as a plain dict (for display and assertions)."""
+    __slots__ = ("_document", "checkpoint", "data", "token")
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        token: Token,
+        data: bytes,
+        document: dict[str, Any] | None = None,
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.token = token
+        self.data = data
+        """The bytes as stored: ``checkpoint`` may share live objects (``run.state``), these
+        do not."""
+        self._document = document
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """The same document as a plain dict (for display and assertions; made when first
+        asked for: a hop writes once a step and seldom looks)."""
+        if self._document is None:
+            self._document = self.checkpoint.to_json()
+        return self._document
 
     @property
     def size(self) -> int:
         """Stored size in bytes."""
         return len(self.data)
+
+    def __repr__(self) -> str:
+        return (
+            f"Loaded({self.checkpoint.run_id!r}, seq={self.checkpoint.seq}, token={self.token!r})"
+        )
 
 
 class CheckpointStore(ABC):
@@ -76,7 +96,7 @@ class CheckpointStore(ABC):
             return None
         data, token = found
         checkpoint = decode(data, where=self.describe(key), run_id=run_id)
-        return Loaded(checkpoint, token, data, checkpoint.to_json())
+        return Loaded(checkpoint, token, data)
 
     def create(self, checkpoint: Checkpoint | Mapping[str, Any]) -> Loaded:
         """Store a new run's first document; CheckpointConflict if the run already exists.
@@ -162,8 +182,7 @@ class CheckpointStore(ABC):
         reply was lost, so a resend met its own write), the write succeeded.
         """
         write_id = str(checkpoint.write_id)
-        document = checkpoint.to_json()
-        data = encode_document(document, parts)
+        data = checkpoint.encode(parts)
         key = self.key(checkpoint.run_id)
         try:
             if token is None:
@@ -175,7 +194,7 @@ class CheckpointStore(ABC):
             if mine is None:
                 raise
             return mine
-        return Loaded(checkpoint, new_token, data, document)
+        return Loaded(checkpoint, new_token, data)
 
     def _own_write(self, run_id: str, write_id: str) -> Loaded | None:
         """The stored document if it carries ``write_id``, else ``None`` (errors included)."""
