@@ -92,7 +92,9 @@ class Writer:
         writer._written("claim", loaded, start)
         return writer
 
-    def write(self, what: str, checkpoint: Checkpoint) -> Loaded:
+    def write(self, what: str, checkpoint: Checkpoint, *, prepared: bool = False) -> Loaded:
+        """One fenced write of ``checkpoint`` over the last one (``prepared``: it carries the
+        next ``seq`` and a fresh ``write_id``, see ``CheckpointStore.replace``)."""
         with self.lock:
             start = self.ports.clock.mono()
             self.ports.observer.before_write(checkpoint.run_id, what)
@@ -103,7 +105,11 @@ class Writer:
                 else UNTRACED
             ):
                 loaded = self.store.replace(
-                    checkpoint, previous.token, previous=previous.checkpoint, parts=self.parts
+                    checkpoint,
+                    previous.token,
+                    previous=previous.checkpoint,
+                    parts=self.parts,
+                    prepared=prepared,
                 )
             self._written(what, loaded, start)
             return loaded

@@ -48,6 +48,7 @@ from .protocol import (
     Status,
     answer,
     decide_next,
+    new_write_id,
 )
 from .run import Cancelled, EndHop, Run, Superseded, WaitHop
 from .run_waits import SideObjects
@@ -217,8 +218,8 @@ class ClaimedHop:
             **changes,
         )
 
-    def _write(self, what: str, checkpoint: Checkpoint) -> Loaded:
-        loaded = self.writer.write(what, checkpoint)
+    def _write(self, what: str, checkpoint: Checkpoint, *, prepared: bool = False) -> Loaded:
+        loaded = self.writer.write(what, checkpoint, prepared=prepared)
         if self.writer.write_s is not None:
             self.run._timer.note_write(self.writer.write_s)
         return loaded
@@ -228,9 +229,12 @@ class ClaimedHop:
     ) -> None:
         """A write by the claim holder: a lost condition means cancelled or superseded."""
         with self.writer.lock:
-            checkpoint = self._progress(status, outcome=outcome, **changes)
+            seq = self.writer.loaded.checkpoint.seq + 1
+            checkpoint = self._progress(
+                status, outcome=outcome, seq=seq, write_id=new_write_id(), **changes
+            )
             try:
-                self._write(what, checkpoint)
+                self._write(what, checkpoint, prepared=True)
             except CheckpointConflict:
                 raise self._lost_claim() from None
 

@@ -115,10 +115,19 @@ def step(
 ) -> Any:
     """``run.step``: see the module docstring. For a coroutine function, the result is a
     coroutine to await (``await run.step("fetch", fetch_async, url)``)."""
-    flow = _flow(run, name, fn, retry, at_most_once)
     if _is_async(fn):
-        return _adrive(flow, fn, args, kwargs)
-    return _drive(flow, fn, args, kwargs)
+        return _adrive(_flow(run, name, fn, retry, at_most_once), fn, args, kwargs)
+    if retry is not None or at_most_once:
+        return _drive(_flow(run, name, fn, retry, at_most_once), fn, args, kwargs)
+    # A plain step (most of them): its first call is the flow's one call, made directly.
+    _check_step(run, name, fn, retry)
+    path, scope, record = _record(run, "step", name)
+    if record is not None:
+        return _drive(_recorded_flow(run, name, path, scope, record, None, False), fn, args, kwargs)
+    result = fn(*args, **kwargs)
+    _store_result(run, path, scope, result, 1)
+    run.checkpoint()
+    return result
 
 
 def _is_async(fn: Any) -> bool:
@@ -181,13 +190,30 @@ def _flow(
     """A step's logic, whatever calls its function: yields ``("call", 0)`` to get the
     function's result (or its exception thrown in), ``("sleep", s)`` for a backoff that fits
     in the hop; returns the step's result."""
+    _check_step(run, name, fn, retry)
+    path, scope, record = _record(run, "step", name)
+    return (yield from _recorded_flow(run, name, path, scope, record, retry, at_most_once))
+
+
+def _check_step(run: Run, name: str, fn: Callable[..., Any], retry: Retry | None) -> None:
     if run.signal is not None:
         raise run.signal
     if not callable(fn):
         raise LongrunError(f"run.step({name!r}, fn={shown(fn)}): fn must be callable.")
     if retry is not None and not isinstance(retry, Retry):
         raise LongrunError(f"run.step({name!r}, retry={shown(retry)}): give a longrun.Retry.")
-    path, scope, record = _record(run, "step", name)
+
+
+def _recorded_flow(
+    run: Run,
+    name: str,
+    path: str,
+    scope: list[int],
+    record: dict[str, Any] | None,
+    retry: Retry | None,
+    at_most_once: bool,
+) -> Generator[_Op, Any, Any]:
+    """:func:`_flow` once the step's path, scope and record are known."""
     if record is not None and record["state"] == "done":
         return _stored_result(run, path, record)
     attempts = 0

@@ -168,3 +168,19 @@ def test_a_checkpoint_that_does_not_encode_names_the_value_at_fault() -> None:
     with pytest.raises(codec.StateNotSerializable) as caught:
         base.replace(timing={"write_ms": float("inf")}).encode()
     assert caught.value.path is not None and "timing" in caught.value.path
+
+
+def test_a_prepared_write_must_carry_the_next_seq() -> None:
+    # A hop builds each document for one write, with the next seq and a fresh write id
+    # (prepared=True); a document that does not carry the next seq is refused, not written.
+    store = MemoryStore()
+    loaded = store.create(_base_checkpoint().replace(seq=0))
+    stale = loaded.checkpoint.replace(write_id="5ca1ab1e5ca1ab1e")
+    with pytest.raises(ValueError, match="seq"):
+        store.replace(stale, loaded.token, previous=loaded.checkpoint, prepared=True)
+    assert store.load("rich").checkpoint.write_id == loaded.checkpoint.write_id  # untouched
+    fresh = loaded.checkpoint.replace(seq=loaded.checkpoint.seq + 1, write_id="0ddba11c0ddba11c")
+    written = store.replace(fresh, loaded.token, previous=loaded.checkpoint, prepared=True)
+    stored = store.load("rich").checkpoint
+    assert (stored.seq, stored.write_id) == (loaded.checkpoint.seq + 1, "0ddba11c0ddba11c")
+    assert written.data == store.load("rich").data

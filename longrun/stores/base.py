@@ -112,6 +112,7 @@ class CheckpointStore(ABC):
         *,
         previous: Checkpoint | None = None,
         parts: EncodedParts | None = None,
+        prepared: bool = False,
     ) -> Loaded:
         """Replace the document read with ``token``; CheckpointConflict if it changed since.
 
@@ -119,8 +120,15 @@ class CheckpointStore(ABC):
         is the document read with ``token``: when it had settled (a failed run taken over),
         the run's index marker turns live again before the write. ``parts``: the writer's
         encoded step records, reused where unchanged (the bytes are the same without).
+        ``prepared``: ``checkpoint`` was made for this one write and already carries the
+        next ``seq`` (``previous.seq + 1``) and a fresh ``write_id`` (a hop's writes: one
+        copy of the document less per write).
         """
         typed = _typed(checkpoint)
+        if prepared:
+            if previous is None or typed.seq != previous.seq + 1:
+                raise ValueError("a prepared checkpoint carries the seq after previous's")
+            return self._indexed(typed, typed.seq, token, previous, parts, prepared=True)
         return self._indexed(typed, typed.seq + 1, token, previous, parts)
 
     def _indexed(
@@ -130,12 +138,15 @@ class CheckpointStore(ABC):
         token: Token | None,
         previous: Checkpoint | None,
         parts: EncodedParts | None = None,
+        *,
+        prepared: bool = False,
     ) -> Loaded:
         """:meth:`_write` of ``checkpoint`` as number ``seq`` with a fresh write id, with
         the index marker before a write that makes the run live (an error there stops the
         write) and after one that settles it (an error there is logged: the live marker
         stays, and readers fetch the checkpoint)."""
-        checkpoint = checkpoint.replace(seq=seq, write_id=new_write_id())
+        if not prepared:
+            checkpoint = checkpoint.replace(seq=seq, write_id=new_write_id())
         settles = checkpoint.status in SETTLED
         revives = token is None or (previous is not None and previous.status in SETTLED)
         if not settles and revives:
