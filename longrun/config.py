@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from .errors import LongrunConfigError
+from .record import Record
 
 if TYPE_CHECKING:
     from .stores.base import CheckpointStore
@@ -83,8 +84,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(Record):
     """The resolved settings of one decorated handler for one invocation."""
 
     store: CheckpointStore | None
@@ -128,8 +128,7 @@ class Fargate:
     session: Any = field(default=None, repr=False)
 
 
-@dataclass(frozen=True)
-class FargateSettings:
+class FargateSettings(Record):
     """Resolved settings of the Fargate escalation target."""
 
     cluster: str

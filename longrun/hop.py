@@ -10,7 +10,6 @@ them.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -621,7 +620,7 @@ class DetachedHop:
 
 def _with(entry: HopEntry, **changes: Any) -> HopEntry:
     """``entry`` with ``changes`` (fields of HopEntry). A copy of its fields, not
-    ``dataclasses.replace`` (which re-runs ``__init__``): a hop writes once a step."""
+    ``HopEntry.replace`` (its field check in one call): a hop writes once a step."""
     unknown = changes.keys() - _HOP_FIELDS
     if unknown:
         raise TypeError(f"HopEntry has no field {sorted(unknown)[0]!r}")
@@ -630,7 +629,7 @@ def _with(entry: HopEntry, **changes: Any) -> HopEntry:
     return copy
 
 
-_HOP_FIELDS = frozenset(f.name for f in dataclasses.fields(HopEntry))
+_HOP_FIELDS = frozenset(HopEntry.FIELDS)
 
 
 def _cursor(entry: dict[str, Any]) -> Cursor:

@@ -26,8 +26,9 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
+
+from .record import Record, field
 
 if TYPE_CHECKING:  # annotations only: ports sit below the modules that use them
     from .config import FargateSettings
@@ -204,8 +205,7 @@ class Observer:
         that renews a leased claim (True while the claim is still this hop's)."""
 
 
-@dataclass(frozen=True)
-class Ports:
+class Ports(Record):
     """The ports in force for an invocation."""
 
     clock: Clock = field(default_factory=_default_clock)
@@ -248,7 +248,7 @@ def installed(
         )
         if value is not None
     }
-    token = _active.set(replace(base, **changes))
+    token = _active.set(base.replace(**changes))
     try:
         yield _active.get()
     finally:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..checkpoint import FORMAT, EncodedParts, encode_document, encode_split
+from ..record import Record, field
 
 __all__ = [
     "FORMAT",
@@ -100,8 +99,7 @@ def new_write_id() -> str:
 # -- the document ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(Record):
     """The lease of the invocation that runs the current hop."""
 
     request_id: str
@@ -113,8 +111,7 @@ class Claim:
         return {"request_id": self.request_id, "deadline_ms": self.deadline_ms, "where": self.where}
 
 
-@dataclass(frozen=True)
-class Cursor:
+class Cursor(Record):
     """One ``run.iterate`` loop's position."""
 
     pos: int
@@ -136,8 +133,7 @@ class Cursor:
         return entry
 
 
-@dataclass(frozen=True)
-class HopEntry:
+class HopEntry(Record):
     """One attempt at one hop, in the run's history."""
 
     hop: int
@@ -162,8 +158,7 @@ class HopEntry:
         }
 
 
-@dataclass(frozen=True)
-class ErrorRecord:
+class ErrorRecord(Record):
     """Why a hop failed."""
 
     type: str
@@ -180,8 +175,7 @@ class ErrorRecord:
         }
 
 
-@dataclass(frozen=True)
-class Escalation:
+class Escalation(Record):
     """The hand-off to Fargate: why, which hop, and the task once it is known."""
 
     reason: str
@@ -260,8 +254,7 @@ _NOTICE_FIELDS = ("id", "status", "target", "state", "attempts", "by", "until_ms
                   "sent_ms")  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Checkpoint:
+class Checkpoint(Record):
     """The whole checkpoint document of one run, typed.
 
     ``event``, ``state`` and ``result`` are user data (plain JSON); everything else is the
@@ -303,9 +296,8 @@ class Checkpoint:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> Checkpoint:
-        """A copy with ``changes`` (the dataclass is frozen). A shallow copy of the fields,
-        not ``dataclasses.replace``: that re-runs ``__init__`` over two dozen fields, and a
-        hop replaces its document at every write (``run.step`` writes once a step)."""
+        """A copy with ``changes`` (:meth:`Record.replace`, its field check in one call: a
+        hop replaces its document at every write, and ``run.step`` writes once a step)."""
         if not _CHECKPOINT_FIELDS.issuperset(changes):
             unknown = changes.keys() - _CHECKPOINT_FIELDS
             raise TypeError(f"Checkpoint has no field {sorted(unknown)[0]!r}")
@@ -426,4 +418,4 @@ class Checkpoint:
         return doc
 
 
-_CHECKPOINT_FIELDS = frozenset(f.name for f in dataclasses.fields(Checkpoint))
+_CHECKPOINT_FIELDS = frozenset(Checkpoint.FIELDS)
