@@ -320,26 +320,14 @@ class Checkpoint(Record):
         whole dict in between (a hop writes once a step); the same bytes."""
         if self.extra:  # (fields of a newer format: their order is to_json's to decide)
             return encode_document(self.to_json(), parts)
-        claim, error, escalation = self.claim, self.error, self.escalation
-        head: dict[str, Any] = {
-            "format": FORMAT,
-            "seq": self.seq,
-            "write_id": self.write_id,
-            "run_id": self.run_id,
-            "status": self.status.value,
-            "hop": self.hop,
-            "origin_request_id": self.origin_request_id,
-            "function": self.function,
-            "created_ms": self.created_ms,
-            "updated_ms": self.updated_ms,
-            "claim": None if claim is None else claim.to_json(),
-            "hops": [h.to_json() for h in self.hops],
-            "result_note": self.result_note,
-            "error": None if error is None else error.to_json(),
-            "next": self.next,
-            "escalation": None if escalation is None else escalation.to_json(),
-            "tenant_id": self.tenant_id,
-        }
+        error, escalation = self.error, self.escalation
+        head = self._leading()
+        head["hops"] = [h.to_json() for h in self.hops]
+        head["result_note"] = self.result_note
+        head["error"] = None if error is None else error.to_json()
+        head["next"] = self.next
+        head["escalation"] = None if escalation is None else escalation.to_json()
+        head["tenant_id"] = self.tenant_id
         if self.notice is not None:
             head["notice"] = self.notice.to_json()
         if self.waits:
@@ -372,9 +360,11 @@ class Checkpoint(Record):
         # (what does not encode: the generic path names the value at fault)
         return data if data is not None else encode_document(self.to_json(), parts)
 
-    def to_json(self) -> dict[str, Any]:
-        """The document as stored (``format`` and ``seq`` first: FileStore reads them there)."""
-        doc: dict[str, Any] = {
+    def _leading(self) -> dict[str, Any]:
+        """The document's first fields (``format`` and ``seq`` first: FileStore reads them
+        there), as :meth:`to_json` and :meth:`encode` both start."""
+        claim = self.claim
+        return {
             "format": FORMAT,
             "seq": self.seq,
             "write_id": self.write_id,
@@ -385,19 +375,27 @@ class Checkpoint(Record):
             "function": self.function,
             "created_ms": self.created_ms,
             "updated_ms": self.updated_ms,
-            "claim": None if self.claim is None else self.claim.to_json(),
-            "event": self.event,
-            "state": self.state,
-            "cursors": {path: c.to_json() for path, c in self.cursors.items()},
-            "timing": dict(self.timing),
-            "hops": [h.to_json() for h in self.hops],
-            "result": self.result,
-            "result_note": self.result_note,
-            "error": None if self.error is None else self.error.to_json(),
-            "next": self.next,
-            "escalation": None if self.escalation is None else self.escalation.to_json(),
-            "tenant_id": self.tenant_id,
+            "claim": None if claim is None else claim.to_json(),
         }
+
+    def to_json(self) -> dict[str, Any]:
+        """The document as stored (``format`` and ``seq`` first: FileStore reads them there)."""
+        doc = self._leading()
+        doc.update(
+            {
+                "event": self.event,
+                "state": self.state,
+                "cursors": {path: c.to_json() for path, c in self.cursors.items()},
+                "timing": dict(self.timing),
+                "hops": [h.to_json() for h in self.hops],
+                "result": self.result,
+                "result_note": self.result_note,
+                "error": None if self.error is None else self.error.to_json(),
+                "next": self.next,
+                "escalation": None if self.escalation is None else self.escalation.to_json(),
+                "tenant_id": self.tenant_id,
+            }
+        )
         if self.notice is not None:
             doc["notice"] = self.notice.to_json()
         if self.steps:
