@@ -184,3 +184,33 @@ def test_a_prepared_write_must_carry_the_next_seq() -> None:
     stored = store.load("rich").checkpoint
     assert (stored.seq, stored.write_id) == (loaded.checkpoint.seq + 1, "0ddba11c0ddba11c")
     assert written.data == store.load("rich").data
+
+
+def test_an_observer_overriding_after_write_gets_every_document_written() -> None:
+    # The documented way to watch writes (longrun.ports): Loaded.document is made on demand,
+    # so this must still be handed each document, as it was written.
+    from realtime import RealTimeContext
+
+    from longrun import ports
+
+    seen: list[tuple[str, int, str, Any]] = []
+
+    class Recorder(ports.Observer):
+        def after_write(self, run_id: str, what: str, document: Any) -> None:
+            results = [r.get("result") for r in document.get("steps", {}).values()]
+            seen.append((what, document["seq"], document["status"], results))
+
+    @longrun(checkpoint=MemoryStore(), run_id=lambda e: "observed")
+    def handler(event: Any, context: Any) -> int:
+        run = current_run()
+        for i in run.iterate(range(3)):
+            run.state["n"] = run.step("s", int, i + 10)
+        return int(run.state["n"])
+
+    with ports.installed(observer=Recorder()):
+        context = RealTimeContext(600, arn="arn:aws:lambda:us-east-1:123456789012:function:f")
+        assert handler({}, context) == 12
+    assert [seq for _, seq, _, _ in seen] == list(range(1, len(seen) + 1))
+    assert seen[0][0] == "claim" and seen[-1][2] == "completed"
+    # each step's write holds its result (the state's n is assigned after the step returns)
+    assert [r for what, _, _, r in seen if what == "checkpoint"] == [[10], [11], [12]]
