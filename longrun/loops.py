@@ -93,17 +93,25 @@ def position_probe(iterator: Iterator[Any], start: int) -> Callable[..., int] | 
     kind = type(iterator).__name__
     if kind not in SEEKABLE:
         return None
-    left = iterator.__length_hint__  # type: ignore[attr-defined]
     if kind == "list_iterator":
-        state = iterator.__reduce__()
-        if len(state) > 2:  # (a list can change size as it is walked: measure it each time)
-            seq = state[1][0]
+        # A list can change size as it is walked, even shrink below the position: read the
+        # iterator's index itself (``__reduce__`` holds it until the iterator runs out).
+        reduce: Callable[[], tuple[Any, ...]] = iterator.__reduce__  # type: ignore[assignment]
+        seq = reduce()[1][0]
+        taken = [start]  # the most items seen taken: a floor once the iterator runs out
 
-            def in_list(exhausted: bool = False) -> int:
-                index: int = len(seq) - left()
+        def in_list(exhausted: bool = False) -> int:
+            state = reduce()
+            if len(state) > 2:
+                index: int = state[2]
+                taken[0] = max(taken[0], index)
                 return index if exhausted else index - 1
+            # Ran out, which drops the index: it was the list's length then, unless the list
+            # shrank below it (then no less than any position read while it ran).
+            return max(taken[0], len(seq))
 
-            return in_list
+        return in_list
+    left = iterator.__length_hint__  # type: ignore[attr-defined]
     end = start + left()  # (tuples, ranges and strs never change)
 
     def in_sequence(exhausted: bool = False) -> int:

@@ -262,3 +262,26 @@ def test_an_item_that_raises_is_not_counted_as_finished(kind: str) -> None:
 
     assert handler({}, RealTimeContext(60, arn=ARN)) == 3  # items 0-2
     assert TICKER.registered() == 0
+
+
+def test_a_list_that_shrinks_below_the_position_keeps_the_position() -> None:
+    # A work list emptied in the middle of an item: the position stored is still that item's
+    # (the list iterator's own index), as the counting loop's would be, never below it.
+    store = MemoryStore()
+    items = list(range(10))
+    stored: list[int] = []
+
+    @longrun(checkpoint=store, run_id=lambda event: "shrinks", checkpoint_every_s=3600)
+    def handler(event: Any, context: Any) -> int:
+        run = current_run()
+        for item in run.iterate(items):
+            if item == 5:
+                items.clear()
+                run.checkpoint()
+                stored.append(store.status("shrinks")["cursors"]["#0"]["pos"])
+        return run.items_done()
+
+    # Items 0-5 were taken. Once the list ran out, its iterator no longer tells how far it
+    # got: the count is no less than the position the checkpoint read (6 taken then).
+    assert handler({}, RealTimeContext(60, arn=ARN)) == 6
+    assert stored == [5]
