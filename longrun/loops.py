@@ -87,8 +87,9 @@ SEEKABLE = frozenset({"list_iterator", "tuple_iterator", "range_iterator", "str_
 
 def position_probe(iterator: Iterator[Any], start: int) -> Callable[..., int] | None:
     """For an iterator over a list, tuple, range or str positioned at ``start``: a function
-    that gives the loop's position from the iterator's own count (what is left of the
-    sequence), while an item is in hand (that item is not finished) or, with
+    that gives the loop's position from the iterator's own count (a list iterator's index,
+    what is left of a tuple, range or str), while an item is in hand (that item is not
+    finished) or, with
     ``exhausted=True``, once the iterator ran out. ``None`` for any other iterator."""
     kind = type(iterator).__name__
     if kind not in SEEKABLE:
