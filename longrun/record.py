@@ -49,21 +49,28 @@ class Record:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        names = tuple(
+        # A subclass of a record keeps its base's fields first, as a dataclass's does.
+        inherited = cls.FIELDS
+        defaults: dict[str, Any] = dict(cls._DEFAULTS)
+        own = tuple(
             name
             for name, kind in inspect.get_annotations(cls).items()
             if not str(kind).startswith("ClassVar")
         )
-        cls.FIELDS = names
-        defaults: dict[str, Any] = {}
-        for name in names:
+        names = inherited + tuple(name for name in own if name not in inherited)
+        for name in own:
             value = cls.__dict__.get(name, _NO_DEFAULT)
             if value is not _NO_DEFAULT:
                 defaults[name] = value
                 if isinstance(value, _Factory):
                     delattr(cls, name)  # (an instance always holds its own)
-            elif defaults:
+        seen_default = False
+        for name in names:
+            if name in defaults:
+                seen_default = True
+            elif seen_default:
                 raise TypeError(f"{cls.__name__}.{name}: a field without a default after one with")
+        cls.FIELDS = names
         cls._DEFAULTS = defaults
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

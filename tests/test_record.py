@@ -104,3 +104,14 @@ def test_records_copy_and_pickle_as_they_are() -> None:
     assert clone == checkpoint and clone.state is not checkpoint.state
     assert checkpoint.timing == {} and checkpoint.steps == {} and checkpoint.extra == {}
     assert checkpoint.replace(seq=3).seq == 3 and checkpoint.seq == 0
+
+
+def test_a_subclass_keeps_its_bases_fields_first() -> None:
+    class Point3(Point):
+        z: int = 0
+
+    assert Point3.FIELDS == ("x", "y", "tags", "z")
+    point = Point3(1, 2, {}, 3)
+    assert (point.x, point.y, point.z) == (1, 2, 3)
+    assert Point3(5).tags == {} and Point3(5).tags is not Point3(5).tags
+    assert point != Point(1, 2, {})  # another type
