@@ -43,7 +43,6 @@ from .protocol import (
     Cursor,
     ErrorRecord,
     Escalation,
-    HopEntry,
     Status,
     answer,
     decide_next,
@@ -198,9 +197,9 @@ class ClaimedHop:
         entry = hops[self.hop_index]
         items = run.items_done()
         if outcome is not None:
-            entry = _with(entry, items=items, ended_ms=now, outcome=outcome)
+            entry = entry.replace(items=items, ended_ms=now, outcome=outcome)
         elif entry.items != items:
-            entry = _with(entry, items=items)
+            entry = entry.replace(items=items)
         if entry is not hops[self.hop_index]:  # (else the history is unchanged: kept as is)
             changed = list(hops)
             changed[self.hop_index] = entry
@@ -618,20 +617,6 @@ class DetachedHop:
         """Nothing to close: a detached hop has no run to observe."""
 
 
-def _with(entry: HopEntry, **changes: Any) -> HopEntry:
-    """``entry`` with ``changes`` (fields of HopEntry). A copy of its fields, not
-    ``HopEntry.replace`` (its field check in one call): a hop writes once a step."""
-    unknown = changes.keys() - _HOP_FIELDS
-    if unknown:
-        raise TypeError(f"HopEntry has no field {sorted(unknown)[0]!r}")
-    copy = object.__new__(HopEntry)
-    copy.__dict__.update(entry.__dict__, **changes)
-    return copy
-
-
-_HOP_FIELDS = frozenset(HopEntry.FIELDS)
-
-
 def _cursor(entry: dict[str, Any]) -> Cursor:
     """A live loop position (from ``run.cursors()``) as the protocol stores it (its fields
     set directly: the frozen dataclass's ``__init__`` costs a microsecond a write)."""
@@ -662,7 +647,7 @@ def failed(
     """``stored`` marked failed by ``exc``, its hop entry at ``index`` ended."""
     hops = list(stored.hops)
     if hops:
-        hops[index] = _with(hops[index], ended_ms=now, outcome=Status.FAILED.value)
+        hops[index] = hops[index].replace(ended_ms=now, outcome=Status.FAILED.value)
     return stored.replace(
         status=Status.FAILED,
         claim=None,

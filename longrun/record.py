@@ -45,6 +45,7 @@ class Record:
 
     FIELDS: ClassVar[tuple[str, ...]] = ()
     """The field names, in declaration order."""
+    _FIELD_SET: ClassVar[frozenset[str]] = frozenset()
     _DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -71,6 +72,7 @@ class Record:
             elif seen_default:
                 raise TypeError(f"{cls.__name__}.{name}: a field without a default after one with")
         cls.FIELDS = names
+        cls._FIELD_SET = frozenset(names)
         cls._DEFAULTS = defaults
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -96,14 +98,16 @@ class Record:
         self.__dict__.update((name, values[name]) for name in names)
 
     def replace(self: R, **changes: Any) -> R:
-        """A copy with ``changes`` (a shallow copy of the fields, not a new ``__init__``)."""
-        fields = self.__dict__
-        for name in changes:
-            if name not in fields:
-                raise TypeError(f"{type(self).__name__} has no field {name!r}")
+        """A copy with ``changes``: a shallow copy of the fields, not a new ``__init__`` (a
+        hop replaces its document and its hop entry at every write, once a step)."""
+        known = self._FIELD_SET
+        if not known.issuperset(changes):
+            unknown = sorted(changes.keys() - known)
+            raise TypeError(f"{type(self).__name__} has no field {unknown[0]!r}")
         copy = object.__new__(type(self))
-        copy.__dict__.update(fields)
-        copy.__dict__.update(changes)
+        fields = copy.__dict__
+        fields.update(self.__dict__)
+        fields.update(changes)
         return copy
 
     def __setattr__(self, name: str, value: Any) -> None:
